@@ -1,0 +1,1 @@
+"""Command line, compression methods, pipeline and run records."""

@@ -1,0 +1,1 @@
+"""Aggregation of run records into the published leaderboard tables."""

@@ -1,0 +1,1 @@
+"""Corpora, SUPERB-style downstream tasks, their heads and metrics."""

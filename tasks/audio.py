@@ -1,0 +1,82 @@
+"""Reading audio for every corpus and task: 16 kHz mono float32, or a clear error naming the file.
+
+torchaudio 2.11 reads files only through torchcodec, so files are read with soundfile (WAV,
+FLAC, OGG, ...) and converted with torchaudio's resampler. Conversions are deliberate and
+logged once per cause: several channels are averaged to mono, other sample rates are resampled.
+An unreadable, empty or silent-by-corruption file raises :class:`AudioError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+MIN_SAMPLES = 400  # 25 ms: shorter clips give no frame to any 16 kHz speech model
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as speech input; the message names the file and what to do."""
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """Return ``(sample_rate, num_frames, num_channels)`` without reading the samples."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{path}: unreadable audio ({err}); re-encode it as 16 kHz mono WAV or FLAC") from err
+    return int(info.samplerate), int(info.frames), int(info.channels)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Read a file as a mono float32 waveform at ``sample_rate``.
+
+    Returns:
+        Tensor: ``[time]`` waveform in [-1, 1].
+
+    Raises:
+        AudioError: the file is missing, unreadable, empty or too short.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes); regenerate or remove it from the manifest")
+    try:
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{path}: unreadable audio ({err}); re-encode it as 16 kHz mono WAV or FLAC") from err
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: no audio samples; regenerate or remove it from the manifest")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples; the file is corrupt")
+    if data.shape[1] > 1:
+        _note_once("downmix", f"{path}: {data.shape[1]} channels averaged to mono (logged once)")
+        data = data.mean(axis=1, keepdims=True)
+    wav = torch.from_numpy(np.ascontiguousarray(data[:, 0]))
+    if file_rate != sample_rate:
+        _note_once(f"rate{file_rate}", f"{path}: resampled {file_rate} Hz -> {sample_rate} Hz (logged once per rate)")
+        wav = AF.resample(wav, file_rate, sample_rate)
+    if wav.numel() < MIN_SAMPLES * sample_rate // SAMPLE_RATE:
+        raise AudioError(
+            f"{path}: only {wav.numel()} samples ({wav.numel() / sample_rate * 1000:.0f} ms); "
+            f"speech models need at least {MIN_SAMPLES * 1000 // SAMPLE_RATE} ms"
+        )
+    return wav
+
+
+@lru_cache(maxsize=None)
+def _note_once(cause: str, message: str) -> None:
+    logger.info(message)
