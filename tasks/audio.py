@@ -2,15 +2,15 @@
 
 torchaudio 2.11 reads files only through torchcodec, so files are read with soundfile (WAV,
 FLAC, OGG, ...) and converted with torchaudio's resampler. Conversions are deliberate and
-logged once per cause: several channels are averaged to mono, other sample rates are resampled.
-An unreadable, empty or silent-by-corruption file raises :class:`AudioError`.
+logged once per cause (not once per file): several channels are averaged to mono, other sample
+rates are resampled. A missing, unreadable (corrupt, headerless), empty, too short or NaN-carrying
+file raises :class:`AudioError` naming the file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 MIN_SAMPLES = 400  # 25 ms: shorter clips give no frame to any 16 kHz speech model
+# What soundfile raises for a file it cannot decode: libsndfile errors, and TypeError for a
+# headerless file whose name says RAW (libsndfile would need its rate and format).
+_READ_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError)
 
 
 class AudioError(ValueError):
@@ -31,11 +34,10 @@ class AudioError(ValueError):
 def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     """Return ``(sample_rate, num_frames, num_channels)`` without reading the samples."""
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such audio file")
+    _check_file(path)
     try:
         info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as err:
+    except _READ_ERRORS as err:
         raise AudioError(f"{path}: unreadable audio ({err}); re-encode it as 16 kHz mono WAV or FLAC") from err
     return int(info.samplerate), int(info.frames), int(info.channels)
 
@@ -50,13 +52,10 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch
         AudioError: the file is missing, unreadable, empty or too short.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes); regenerate or remove it from the manifest")
+    _check_file(path)
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
+    except _READ_ERRORS as err:
         raise AudioError(f"{path}: unreadable audio ({err}); re-encode it as 16 kHz mono WAV or FLAC") from err
     if data.shape[0] == 0:
         raise AudioError(f"{path}: no audio samples; regenerate or remove it from the manifest")
@@ -77,6 +76,18 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch
     return wav
 
 
-@lru_cache(maxsize=None)
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes); regenerate or remove it from the manifest")
+
+
+_NOTED: set[str] = set()
+
+
 def _note_once(cause: str, message: str) -> None:
-    logger.info(message)
+    """Log ``message`` the first time ``cause`` happens in this process (the first file stands for all)."""
+    if cause not in _NOTED:
+        _NOTED.add(cause)
+        logger.info(message)
