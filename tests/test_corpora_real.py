@@ -23,6 +23,7 @@ from tasks.corpora.manifest import (
     corpus_fingerprint,
     read_manifest,
 )
+from tasks.corpora.prepare_common import BadFile, handle_bad
 
 VOICES = ["en-us+m3", "en-us+f2", "en-us+m7", "en-us+f4"]
 
@@ -307,3 +308,13 @@ def test_prepare_into_another_corpus_refused_and_rerun_replaces(tmp_path):
     assert len(read_manifest(out, "words", "test")) == 1
     with pytest.raises(ManifestError, match="already holds corpus 'speech_commands'"):
         PREPARERS.get("fluent_commands")(build_fluent_commands(tmp_path), out)
+
+
+def test_bad_file_report_lists_first_twenty_and_counts_the_rest(tmp_path):
+    bad = [BadFile(tmp_path / f"clip{i:02d}.wav", "unreadable audio") for i in range(25)]
+    with pytest.raises(ManifestError) as err:
+        handle_bad(bad, "demo", tmp_path, skip_bad=False)
+    message = str(err.value)
+    assert "25 bad audio file(s)" in message and "clip19.wav" in message and "clip20.wav" not in message
+    assert "... and 5 more" in message and "--skip-bad" in message
+    assert len(handle_bad(bad, "demo", tmp_path, skip_bad=True)) == 25
