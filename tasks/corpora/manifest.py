@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from harness.files import atomic_open, sha256_file, write_json
+from tasks.corpora.alignment import format_alignment, parse_alignment  # noqa: F401  (re-exported)
 
 SPLITS = ("train", "valid", "test")
 TASK_LABEL_COLUMN = {"asr": "transcription", "pr": "transcription", "sid": "label", "slu": "labels", "words": "label"}
@@ -105,15 +106,6 @@ def read_manifest(root: str | os.PathLike, task: str, split: str, resolve: bool 
     if resolve:
         frame["wav_path"] = [p if os.path.isabs(p) else str(root / p) for p in frame["wav_path"]]
     return frame
-
-
-def parse_alignment(cell: str) -> list[tuple[str, float, float]]:
-    """Parse a ``word_alignment`` / ``phone_alignment`` cell into ``(label, start_s, end_s)`` tuples."""
-    return [(label, float(start), float(end)) for label, start, end in json.loads(cell)] if cell else []
-
-
-def format_alignment(segments: list[tuple[str, float, float]]) -> str:
-    return json.dumps([[label, round(start, 3), round(end, 3)] for label, start, end in segments], ensure_ascii=False)
 
 
 def corpus_fingerprint(root: str | os.PathLike) -> str:
