@@ -1,0 +1,353 @@
+"""Records -> one leaderboard table per corpus, with the SUPERB-style score.
+
+Small pure functions over the JSON records of :mod:`harness.records`. A table holds one row per
+upstream (name, compression method, teacher, sparsity, checkpoint hash) and one column per task's
+main metric. The score of an upstream ``u`` over the table's tasks ``T`` is::
+
+    1000 / |T| * sum_t (s_t(u) - s_t(FBANK)) / (s_t(ref) - s_t(FBANK))
+
+where FBANK is the ``fbank`` row and ``ref`` is, per task, the best of the reference rows
+(uncompressed upstreams: no compression method, not fbank). The same ratio serves lower-is-better
+metrics, so FBANK scores 0 and an upstream that is the best reference on every task scores 1000.
+A missing task is shown as missing and makes the score missing: it is never averaged over fewer tasks.
+
+Fields read from a record (all but ``task``/``main_score``/``upstream.name`` optional)::
+
+    upstream.{name, ckpt, ckpt_sha256 | hash, params, macs, input_seconds, rtf}
+        (params/macs/rtf are also looked for under upstream.cost)
+    upstream.compression.{method, teacher, sparsity, dir}
+    corpus.{name, fingerprint}, config.preset, device, command, date
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+FBANK = "fbank"
+SCORE_SCALE = 1000.0
+UP, DOWN = "↑", "↓"
+IDENTITY_COLUMNS = ["upstream", "method", "teacher", "sparsity", "checkpoint"]
+SCORE_COLUMN = f"SUPERB score {UP}"
+PARAMS_COLUMN = f"params (M) {DOWN}"
+MACS_COLUMN = f"MACs (G per s of audio) {DOWN}"
+RTF_COLUMN = f"RTF {DOWN}"
+CONVEXITY_FILE = "convexity.json"
+
+
+@dataclass
+class ConvexityCurves:
+    """Graph convexity per hidden state of one compressed checkpoint (from its ``convexity.json``)."""
+
+    source: str  # the row label of the upstream it belongs to
+    path: Path
+    curves: dict[str, list[float]]  # label type -> score per hidden state (0 = input to layer 1)
+    kept_layers: int | None
+
+
+@dataclass
+class CorpusTable:
+    """The leaderboard of one corpus (and downstream preset)."""
+
+    corpus: str
+    fingerprint: str | None
+    preset: str | None
+    frame: pd.DataFrame  # one row per upstream; NaN = missing
+    higher_is_better: dict[str, bool]  # numeric column -> direction
+    task_columns: dict[str, str]  # task name -> its column
+    notes: list[str] = field(default_factory=list)
+    convexity: list[ConvexityCurves] = field(default_factory=list)
+    num_records: int = 0
+    devices: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    latest_date: str | None = None
+
+    @property
+    def title(self) -> str:
+        parts = [self.corpus]
+        if self.preset:
+            parts.append(f"preset {self.preset}")
+        return " · ".join(parts)
+
+
+# ------------------------------------------------------------------------------ record fields
+
+
+def _cost(upstream: Mapping[str, Any], key: str) -> float | None:
+    """``upstream[key]``, else ``upstream["cost"][key]``; None when absent."""
+    value = upstream.get(key)
+    if value is None:
+        value = (upstream.get("cost") or {}).get(key)
+    return None if value is None else float(value)
+
+
+def upstream_identity(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The row key of a record: upstream name, compression method/teacher/sparsity, checkpoint hash."""
+    upstream = record["upstream"]
+    compression = upstream.get("compression") or {}
+    digest = upstream.get("ckpt_sha256") or upstream.get("hash")
+    return {
+        "upstream": str(upstream["name"]),
+        "method": _scalar(compression.get("method")),
+        "teacher": _scalar(compression.get("teacher")),
+        "sparsity": _scalar(compression.get("sparsity")),
+        "checkpoint": str(digest)[:12] if digest else None,
+    }
+
+
+def _scalar(value: Any) -> str | float | int | None:
+    """Keep row keys hashable: numbers and strings as they are, anything else as compact JSON."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def section_key(record: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    """(corpus name, corpus fingerprint, downstream preset): scores are only compared within one."""
+    corpus = record.get("corpus") or {}
+    return (str(corpus.get("name", "unknown corpus")), corpus.get("fingerprint"), (record.get("config") or {}).get("preset"))
+
+
+def row_label(identity: Mapping[str, Any]) -> str:
+    """Short human name of a row, e.g. ``pruned_hubert (dphubert, sparsity 0.75) 3fa1c2``."""
+    method, sparsity, checkpoint = (_present(identity.get(k)) for k in ("method", "sparsity", "checkpoint"))
+    details = [str(method)] if method else []
+    if sparsity is not None:
+        details.append(f"sparsity {sparsity:g}" if isinstance(sparsity, int | float) else f"sparsity {sparsity}")
+    label = identity["upstream"] + (f" ({', '.join(details)})" if details else "")
+    return label + (f" {str(checkpoint)[:6]}" if checkpoint else "")
+
+
+def _present(value: Any) -> Any:
+    """None for absent values (None or NaN, as pandas stores them), else the value."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def latest_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Keep one record per (corpus section, upstream row, task): the latest.
+
+    When an upstream was evaluated twice on a task, the record with the later ``date`` wins; on
+    equal dates (same second) the one later in ``records`` wins (``load_records`` sorts by file
+    name, which starts with the UTC time). The order of first appearance is kept.
+    """
+    chosen: dict[tuple, Mapping[str, Any]] = {}
+    for record in records:
+        key = (section_key(record), tuple(upstream_identity(record).values()), record["task"]["name"])
+        previous = chosen.get(key)
+        if previous is None or str(record.get("date", "")) >= str(previous.get("date", "")):
+            chosen[key] = record
+    return list(chosen.values())
+
+
+# ------------------------------------------------------------------------------ score math
+
+
+def task_ratio(value: float, fbank: float, reference: float) -> float:
+    """``(value - fbank) / (reference - fbank)``: 0 at FBANK, 1 at the reference, either direction."""
+    if reference == fbank:
+        raise ValueError("the reference equals FBANK; the ratio is undefined")
+    return (value - fbank) / (reference - fbank)
+
+
+def best_value(values: Iterable[float], higher_is_better: bool) -> float | None:
+    """Best of the non-missing ``values`` by the metric's direction; None when there are none."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    if not present:
+        return None
+    return max(present) if higher_is_better else min(present)
+
+
+def superb_score(
+    values: Mapping[str, float | None],
+    fbank: Mapping[str, float | None],
+    reference: Mapping[str, float | None],
+    tasks: Sequence[str],
+) -> float | None:
+    """SUPERB-style score of one row over ``tasks``; None when any value, FBANK or reference is missing."""
+    if not tasks:
+        return None
+    ratios = []
+    for task in tasks:
+        value, base, ref = values.get(task), fbank.get(task), reference.get(task)
+        if any(v is None or math.isnan(v) for v in (value, base, ref)) or ref == base:
+            return None
+        ratios.append(task_ratio(value, base, ref))
+    return SCORE_SCALE / len(tasks) * sum(ratios)
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def build_leaderboard(records: Iterable[Mapping[str, Any]]) -> list[CorpusTable]:
+    """One :class:`CorpusTable` per (corpus, fingerprint, preset), in order of first appearance."""
+    sections: dict[tuple, list[Mapping[str, Any]]] = {}
+    for record in latest_records(records):
+        sections.setdefault(section_key(record), []).append(record)
+    fingerprints: dict[str, set] = {}
+    for corpus, fingerprint, _ in sections:
+        fingerprints.setdefault(corpus, set()).add(fingerprint)
+    tables = []
+    for (corpus, fingerprint, _), section in sections.items():
+        table = build_table(section)
+        if len(fingerprints[corpus]) > 1 and fingerprint:  # same name, different data: tell them apart
+            table.corpus = f"{corpus} ({fingerprint[:8]})"
+        tables.append(table)
+    return tables
+
+
+def build_table(records: Sequence[Mapping[str, Any]]) -> CorpusTable:
+    """The table of one section. ``records`` should already be one per (upstream, task), see :func:`latest_records`."""
+    if not records:
+        raise ValueError("build_table needs at least one record")
+    corpus, fingerprint, preset = section_key(records[0])
+    rows: dict[tuple, dict[str, Any]] = {}
+    directions: dict[str, bool] = {}
+    metric_names: dict[str, str] = {}
+    for record in records:
+        identity = upstream_identity(record)
+        row = rows.setdefault(tuple(identity.values()), {**identity, "_record": record})
+        task = record["task"]["name"]
+        main = record["main_score"]
+        row[task] = float(main["value"])
+        directions[task] = bool(main.get("higher_is_better", record["task"].get("higher_is_better", True)))
+        metric_names[task] = str(main.get("name", record["task"].get("main_metric", "")))
+    tasks = sorted(directions)
+    task_columns = {t: f"{t.upper()} {_metric_title(metric_names[t])} {UP if directions[t] else DOWN}" for t in tasks}
+
+    fbank_rows = [r for r in rows.values() if r["upstream"] == FBANK]
+    fbank = {t: fbank_rows[0].get(t) for t in tasks} if fbank_rows else {}
+    references = [r for r in rows.values() if r["upstream"] != FBANK and not r["method"]]
+    reference = {t: best_value((r.get(t) for r in references), directions[t]) for t in tasks}
+    notes = _score_notes(tasks, fbank_rows, fbank, reference, directions)
+
+    table_rows = []
+    for row in rows.values():
+        score = superb_score(row, fbank, reference, tasks)
+        missing = [t for t in tasks if row.get(t) is None]
+        if missing:
+            notes.append(f"score missing for {row_label(row)}: no result for {', '.join(missing)}")
+        table_rows.append(_frame_row(row, tasks, task_columns, score))
+    frame = pd.DataFrame(table_rows, columns=[*IDENTITY_COLUMNS, PARAMS_COLUMN, MACS_COLUMN, RTF_COLUMN,
+                                              *task_columns.values(), SCORE_COLUMN])
+    frame = frame.sort_values("upstream", kind="stable")
+    frame = frame.sort_values(SCORE_COLUMN, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    higher = {PARAMS_COLUMN: False, MACS_COLUMN: False, RTF_COLUMN: False, SCORE_COLUMN: True}
+    higher.update({task_columns[t]: directions[t] for t in tasks})
+    return CorpusTable(
+        corpus=corpus, fingerprint=fingerprint, preset=preset, frame=frame, higher_is_better=higher,
+        task_columns=task_columns, notes=notes, convexity=find_convexity(rows.values()), num_records=len(records),
+        devices=sorted({_device_text(r.get("device")) for r in records} - {""}),
+        commands=sorted({str(r["command"]) for r in records if r.get("command")}),
+        latest_date=max((str(r.get("date", "")) for r in records), default=None) or None,
+    )
+
+
+def _frame_row(row: Mapping[str, Any], tasks: Sequence[str], task_columns: Mapping[str, str], score: float | None) -> dict:
+    upstream = row["_record"]["upstream"]
+    params, macs, rtf = _cost(upstream, "params"), _cost(upstream, "macs"), _cost(upstream, "rtf")
+    seconds = _cost(upstream, "input_seconds") or 1.0
+    out: dict[str, Any] = {column: row[column] for column in IDENTITY_COLUMNS}
+    out[PARAMS_COLUMN] = params / 1e6 if params is not None else math.nan
+    out[MACS_COLUMN] = macs / seconds / 1e9 if macs is not None else math.nan
+    out[RTF_COLUMN] = rtf if rtf is not None else math.nan
+    for task in tasks:
+        out[task_columns[task]] = row.get(task, math.nan)
+    out[SCORE_COLUMN] = score if score is not None else math.nan
+    return out
+
+
+def _metric_title(metric: str) -> str:
+    """``wer`` -> ``WER``; longer names (``accuracy``) stay as they are."""
+    return metric.upper() if len(metric) <= 3 else metric
+
+
+def _score_notes(tasks, fbank_rows, fbank, reference, directions) -> list[str]:
+    notes = []
+    if not fbank_rows:
+        notes.append("no FBANK (upstream fbank) records: every score is missing")
+    for task in tasks:
+        base, ref = fbank.get(task), reference.get(task)
+        if fbank_rows and base is None:
+            notes.append(f"no FBANK result for {task}: every score is missing")
+        if ref is None:
+            notes.append(f"no reference (uncompressed, non-FBANK upstream) result for {task}: every score is missing")
+        elif base is not None and ref == base:
+            notes.append(f"best reference equals FBANK on {task}: the ratio is undefined, every score is missing")
+        elif base is not None and (ref < base if directions[task] else ref > base):
+            notes.append(f"best reference is worse than FBANK on {task}: ratios on it are inverted")
+    return notes
+
+
+def _device_text(device: Any) -> str:
+    if not isinstance(device, Mapping):
+        return str(device or "")
+    if device.get("type") == "cuda":
+        return f"cuda ({device.get('name', '?')})"
+    threads = device.get("threads")
+    return f"{device.get('type', '?')}" + (f" ({threads} threads)" if threads else "")
+
+
+# ------------------------------------------------------------------------------ convexity curves
+
+
+def read_convexity(path: str | Path) -> tuple[dict[str, list[float]], int | None]:
+    """Parse a ``convexity.json``: ``{"<label type>": [score per hidden state], ..., "kept_layers": N}``.
+
+    Curves may also sit under a ``"curves"`` key. Raises ValueError naming the file when malformed.
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of label type -> scores per layer")
+    source = data["curves"] if isinstance(data.get("curves"), dict) else data
+    curves = {
+        str(name): [float(v) for v in values]
+        for name, values in source.items()
+        if isinstance(values, list) and values and all(isinstance(v, int | float) for v in values)
+    }
+    if not curves:
+        raise ValueError(f"{path}: no curves (label type -> list of scores per layer)")
+    kept = data.get("kept_layers")
+    return curves, int(kept) if isinstance(kept, int | float) else None
+
+
+def convexity_candidates(upstream: Mapping[str, Any]) -> list[Path]:
+    """Where a record's compression outputs may hold ``convexity.json``: the compression dir, the checkpoint's dir."""
+    compression = upstream.get("compression") or {}
+    places = [compression.get("dir"), compression.get("output_dir")]
+    ckpt = upstream.get("ckpt")
+    if ckpt:
+        places += [ckpt, str(Path(ckpt).parent)]
+    found: list[Path] = []
+    for place in places:
+        if place and (Path(place) / CONVEXITY_FILE) not in found:
+            found.append(Path(place) / CONVEXITY_FILE)
+    return found
+
+
+def find_convexity(rows: Iterable[Mapping[str, Any]]) -> list[ConvexityCurves]:
+    """Curves of the compressed rows whose outputs hold a readable ``convexity.json`` (one per file)."""
+    curves, seen = [], set()
+    for row in rows:
+        if not row.get("method"):
+            continue
+        for path in convexity_candidates(row["_record"]["upstream"]):
+            if path in seen or not path.is_file():
+                continue
+            seen.add(path)
+            try:
+                scores, kept = read_convexity(path)
+            except (OSError, ValueError, json.JSONDecodeError) as err:
+                logger.warning("skipping convexity curves %s (%s)", path, err)
+                continue
+            curves.append(ConvexityCurves(row_label(row), path, scores, kept))
+            break
+    return curves
