@@ -13,8 +13,8 @@ A missing task is shown as missing and makes the score missing: it is never aver
 
 Fields read from a record (all but ``task``/``main_score``/``upstream.name`` optional)::
 
-    upstream.{name, ckpt, ckpt_sha256 | hash, params, macs, input_seconds, rtf}
-        (params/macs/rtf are also looked for under upstream.cost)
+    upstream.{name, ckpt, ckpt_sha256 | hash, params, macs_per_second | macs + input_seconds,
+              rtf | real_time_factor}   (each also looked for under upstream.cost)
     upstream.compression.{method, teacher, sparsity, dir}
     corpus.{name, fingerprint}, config.preset, device, command, date
 """
@@ -253,11 +253,14 @@ def build_table(records: Sequence[Mapping[str, Any]]) -> CorpusTable:
 
 def _frame_row(row: Mapping[str, Any], tasks: Sequence[str], task_columns: Mapping[str, str], score: float | None) -> dict:
     upstream = row["_record"]["upstream"]
-    params, macs, rtf = _cost(upstream, "params"), _cost(upstream, "macs"), _cost(upstream, "rtf")
-    seconds = _cost(upstream, "input_seconds") or 1.0
+    params, macs_per_second = _cost(upstream, "params"), _cost(upstream, "macs_per_second")
+    if macs_per_second is None and _cost(upstream, "macs") is not None:
+        macs_per_second = _cost(upstream, "macs") / (_cost(upstream, "input_seconds") or 1.0)
+    rtf = _cost(upstream, "rtf")
+    rtf = rtf if rtf is not None else _cost(upstream, "real_time_factor")
     out: dict[str, Any] = {column: row[column] for column in IDENTITY_COLUMNS}
     out[PARAMS_COLUMN] = params / 1e6 if params is not None else math.nan
-    out[MACS_COLUMN] = macs / seconds / 1e9 if macs is not None else math.nan
+    out[MACS_COLUMN] = macs_per_second / 1e9 if macs_per_second is not None else math.nan
     out[RTF_COLUMN] = rtf if rtf is not None else math.nan
     for task in tasks:
         out[task_columns[task]] = row.get(task, math.nan)
