@@ -1,0 +1,193 @@
+"""The cost of an encoder: parameters, MACs per second of audio, latency and real-time factor.
+
+MACs are counted with ``torch.utils.flop_counter`` (MACs = FLOPs / 2) on one utterance of
+``seconds`` of audio: convolutions, linear layers and attention (CPU's fused attention kernel is
+added to the counter here). Normalisations, activations and softmax are not counted. Attention
+grows with the square of the length, so the figure depends a little on ``seconds`` (10 s default).
+
+Latency is the median wall time of a batch-1 forward pass on the current device; the real-time
+factor is latency / audio duration (below 1 is faster than real time). ``record_cost`` stores the
+figures in the checkpoint directory (``cost.json``), one latency entry per device and dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.files import write_json
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+COST_NAME = "cost.json"
+
+
+@dataclasses.dataclass
+class CostReport:
+    """Cost figures of one model. ``macs`` is for ``input_seconds`` of audio at batch size 1."""
+
+    params: int
+    macs: int
+    input_seconds: float
+    macs_per_second: float
+    latency_s: float | None = None
+    real_time_factor: float | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+    torch_version: str = torch.__version__
+
+    def summary(self) -> str:
+        text = f"{self.params / 1e6:.2f} M params, {self.macs_per_second / 1e9:.2f} GMACs per second of audio"
+        if self.latency_s is not None:
+            text += f", {self.latency_s * 1e3:.0f} ms for {self.input_seconds:g} s (RTF {self.real_time_factor:.4f}) on {self.device}"
+        return text
+
+
+def _resolve_model(model_or_source: Any):
+    """A SpeechEncoder from a SpeechEncoder, our s3prl expert, an S3PRLUpstream, or a checkpoint path."""
+    from upstreams.model import SpeechEncoder
+
+    candidate = model_or_source
+    for _ in range(3):
+        if isinstance(candidate, SpeechEncoder):
+            return candidate
+        candidate = getattr(candidate, "model", None) or getattr(candidate, "upstream", None)
+    if isinstance(model_or_source, str | Path):
+        from upstreams.importers import load_upstream
+
+        return load_upstream(model_or_source)
+    raise TypeError(
+        f"cannot measure the cost of a {type(model_or_source).__name__}: expected a SpeechEncoder or a checkpoint"
+    )
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_macs(model, seconds: float = 10.0) -> int:
+    """Multiply-accumulates of one forward pass over ``seconds`` of audio (batch 1)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    parameter = next(model.parameters())
+    waveform = torch.randn(1, int(seconds * SAMPLE_RATE), device=parameter.device, dtype=parameter.dtype)
+    custom = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
+            model(waveform)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def measure_latency(model, seconds: float = 10.0, repeats: int = 3, warmup: int = 1) -> float:
+    """Median seconds of a batch-1 forward over ``seconds`` of audio on the model's device."""
+    parameter = next(model.parameters())
+    waveform = torch.randn(1, int(seconds * SAMPLE_RATE), device=parameter.device, dtype=parameter.dtype)
+    synchronize = torch.cuda.synchronize if parameter.device.type == "cuda" else (lambda: None)
+    was_training = model.training
+    model.eval()
+    times = []
+    try:
+        with torch.inference_mode():
+            for step in range(warmup + repeats):
+                synchronize()
+                start = time.perf_counter()
+                model(waveform)
+                synchronize()
+                if step >= warmup:
+                    times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+
+
+def measure_cost(
+    model_or_source: Any, seconds: float = 10.0, latency: bool = True, repeats: int = 3, warmup: int = 1
+) -> CostReport:
+    """Parameters, MACs (per ``seconds`` and per second of audio) and, if ``latency``, speed.
+
+    Args:
+        model_or_source: a ``SpeechEncoder`` (on the device and dtype to time), our s3prl expert or
+            ``S3PRLUpstream``, or anything ``load_upstream`` accepts (loaded on CPU).
+        seconds: length of the test utterance.
+        latency: also time ``repeats`` forward passes after ``warmup`` ones.
+    """
+    model = _resolve_model(model_or_source)
+    parameter = next(model.parameters())
+    macs = count_macs(model, seconds)
+    report = CostReport(
+        params=model.num_params(),
+        macs=int(macs),
+        input_seconds=seconds,
+        macs_per_second=macs / seconds,
+        device=device_description(parameter.device),
+        dtype=str(parameter.dtype).removeprefix("torch."),
+        threads=torch.get_num_threads(),
+    )
+    if latency:
+        report.latency_s = measure_latency(model, seconds, repeats, warmup)
+        report.real_time_factor = report.latency_s / seconds
+    logger.info("cost: %s", report.summary())
+    return report
+
+
+def record_cost(directory: str | Path, report: CostReport) -> Path:
+    """Store ``report`` in ``directory/cost.json``; latency entries of other devices are kept."""
+    path = Path(directory) / COST_NAME
+    existing: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            logger.warning("%s is damaged; rewriting it", path)
+    timings = [
+        entry
+        for entry in existing.get("latency", [])
+        if (entry.get("device"), entry.get("dtype")) != (report.device, report.dtype)
+    ]
+    if report.latency_s is not None:
+        timings.append(
+            {
+                "device": report.device,
+                "dtype": report.dtype,
+                "threads": report.threads,
+                "input_seconds": report.input_seconds,
+                "latency_s": report.latency_s,
+                "real_time_factor": report.real_time_factor,
+                "torch_version": report.torch_version,
+                "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            }
+        )
+    write_json(
+        path,
+        {
+            "params": report.params,
+            "macs_per_second": report.macs_per_second,
+            "macs": report.macs,
+            "input_seconds": report.input_seconds,
+            "latency": timings,
+        },
+    )
+    return path

@@ -1,0 +1,105 @@
+"""s3prl hub entries for our encoders: ``pruned_hubert``, ``pruned_wavlm``, ``pruned_wav2vec2`` and ``*_local``.
+
+After ``upstreams.register()`` (or simply ``import upstreams`` before or after s3prl is imported)::
+
+    from s3prl.nn import S3PRLUpstream, Featurizer
+    upstream = S3PRLUpstream("pruned_hubert", path_or_url="runs/dphubert/compact")
+    featurizer = Featurizer(upstream)
+
+``path_or_url`` takes anything :func:`upstreams.load_upstream` accepts (a compact checkpoint directory,
+a transformers directory or hub name, a fairseq / DPHuBERT file, ``torchaudio:BUNDLE``); the
+``_local`` variants accept only an existing local path. Importing this module registers the entries.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
+
+from upstreams.importers import load_upstream
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("hubert", "wavlm", "wav2vec2")
+
+
+class PrunedUpstreamExpert(nn.Module):
+    """s3prl upstream contract around a :class:`~upstreams.model.SpeechEncoder`.
+
+    ``forward(list of 1-D waveforms) -> {"hidden_states": [num_layers + 1 x [batch, frame, D]],
+    "last_hidden_state": ...}``; ``get_downsample_rates(key) -> 320``. Padding never changes an
+    item's result, and the number of hidden states is fixed.
+
+    Args:
+        ckpt: checkpoint to load (see :func:`upstreams.load_upstream`).
+        family: the family this entry serves; a checkpoint of another family is refused.
+        local_only: refuse anything but an existing local path.
+    """
+
+    def __init__(self, ckpt: str | None, family: str, local_only: bool = False) -> None:
+        super().__init__()
+        entry = f"pruned_{family}{'_local' if local_only else ''}"
+        if not ckpt:
+            raise ValueError(f"{entry} needs a checkpoint: S3PRLUpstream({entry!r}, path_or_url=CKPT_DIR)")
+        if local_only and not Path(ckpt).expanduser().exists():
+            raise FileNotFoundError(f"{entry}: {ckpt} does not exist (the _local entries take a local path)")
+        self.model = load_upstream(ckpt, family=family)
+        if self.model.config.family != family:
+            raise ValueError(
+                f"{ckpt} holds a {self.model.config.family} model; use "
+                f"pruned_{self.model.config.family} instead of {entry}"
+            )
+        self.model.transformer.layer_drop = 0.0
+        logger.info("%s: %s, %d parameters", entry, self.model.config.describe(), self.model.num_params())
+
+    def get_downsample_rates(self, key: str = "hidden_states") -> int:
+        return self.model.config.downsample_rate
+
+    def forward(self, wavs: list[Tensor]) -> dict[str, list[Tensor] | Tensor]:
+        if len(wavs) == 0:
+            raise ValueError("expected a non-empty list of 1-D waveforms")
+        lengths = torch.tensor([len(wav) for wav in wavs], device=wavs[0].device)
+        padded = pad_sequence([wav.reshape(-1) for wav in wavs], batch_first=True)
+        minimum = self.model.config.receptive_field
+        if padded.shape[1] < minimum:  # s3prl feeds 0.05 s; pad so at least one frame exists
+            padded = nn.functional.pad(padded, (0, minimum - padded.shape[1]))
+        hidden_states, _ = self.model(padded, lengths.clamp(min=minimum))
+        return {
+            "hidden_states": hidden_states,
+            "last_hidden_state": self.model.last_hidden_state(hidden_states),
+        }
+
+
+def _entry(family: str, local_only: bool):
+    def factory(
+        ckpt: str | None = None, refresh: bool = False, model_config=None, **kwargs
+    ) -> PrunedUpstreamExpert:
+        # refresh / model_config come from s3prl's callers; our checkpoints need neither
+        return PrunedUpstreamExpert(ckpt, family, local_only=local_only)
+
+    factory.__name__ = f"pruned_{family}{'_local' if local_only else ''}"
+    factory.__doc__ = f"s3prl entry: a {family} SpeechEncoder from a checkpoint ({'local path' if local_only else 'any source'})."
+    return factory
+
+
+ENTRIES = {
+    f"pruned_{family}{suffix}": _entry(family, suffix == "_local")
+    for family in FAMILIES
+    for suffix in ("", "_local")
+}
+
+
+def register(hub=None) -> list[str]:
+    """Add our entries to ``s3prl.hub`` (imports it unless given); returns the names. Idempotent."""
+    if hub is None:
+        import s3prl.hub as hub
+    for name, factory in ENTRIES.items():
+        setattr(hub, name, factory)
+    return sorted(ENTRIES)
+
+
+register()

@@ -1,0 +1,69 @@
+"""Load ``torch.save`` files without running code: ``torch.load(weights_only=True)`` and clear refusals.
+
+A pickle can name any importable function and call it while loading (``__reduce__``). We only
+use PyTorch's weights-only unpickler, which accepts tensors and plain containers, plus a few
+inert configuration classes that fairseq checkpoints contain (``argparse.Namespace`` and
+OmegaConf's config containers). Anything else is refused with :class:`UnsafeCheckpointError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class UnsafeCheckpointError(ValueError):
+    """The file holds pickled objects that could run code when loaded; it was not unpickled."""
+
+
+def _allowed_globals() -> list:
+    allowed: list = [argparse.Namespace]
+    try:  # fairseq stores its configuration as OmegaConf containers
+        import typing
+
+        from omegaconf import DictConfig, ListConfig, nodes
+        from omegaconf.base import ContainerMetadata, Metadata
+
+        allowed += [DictConfig, ListConfig, ContainerMetadata, Metadata, typing.Any, dict, list, int]
+        allowed += [nodes.AnyNode, nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode]
+    except ImportError:
+        pass
+    return allowed
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load(path)`` on CPU that never executes pickled code.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafeCheckpointError: the pickle references functions or classes outside the allow-list.
+        ValueError: the file is not a PyTorch checkpoint at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        if "Weights only load failed" not in message:
+            raise ValueError(f"{path} is not a readable PyTorch checkpoint: {message}") from None
+        reasons = [
+            line.strip()
+            for line in message.splitlines()
+            if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line
+        ]
+        reason = reasons[0] if reasons else "it contains objects other than tensors and plain containers"
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: {reason}. Untrusted checkpoints are never unpickled here; "
+            "only safetensors files or torch.save files holding tensors, numbers, strings and plain "
+            "dicts/lists are accepted. If you trust the file, re-save its state dict and config as "
+            "plain containers (or convert it to a compact checkpoint) in a separate, trusted step."
+        ) from None
+    except RuntimeError as error:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from None
