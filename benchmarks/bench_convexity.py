@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import time
 
 import numpy as np
@@ -52,8 +53,10 @@ def main() -> None:
     config = ConvexityConfig(workers=args.workers, progress=False)
     logger.info("cores available: %d; load average before: %s", len(os.sched_getaffinity(0)), os.getloadavg())
     start = time.perf_counter()
+    cpu_start = _cpu_seconds()
     results = graph_convexity_per_layer(layers, labels, config)
     total = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_start
     for index, result in enumerate(results):
         logger.info(
             "layer %2d  convexity %6.2f  knn %5.2f s  paths %5.2f s",
@@ -64,6 +67,14 @@ def main() -> None:
         "%d layers x %d items x %d dims: %.1f s total, %.2f s per layer (wall)",
         args.layers, args.items, args.dim, total, total / args.layers,
     )
+    logger.info("CPU time (this process and its workers): %.1f s, i.e. %.1f s on 2 otherwise idle cores", cpu, cpu / 2)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from scipy.sparse.csgraph import dijkstra
 
 from harness.compression.graph_convexity import (
     ConvexityConfig,
+    _PairsBySource,  # internals of the early stop, checked below
+    _same_class_bounds,
     graph_convexity,
     graph_convexity_per_layer,
     knn_graph,
@@ -67,6 +69,14 @@ def _reference_convexity(x, labels, k):
         scores = [_reference_pair_score(graph, adjacent, labels, i, j) for i in members for j in members if i != j]
         class_scores[c.item()] = 100.0 * float(np.mean(scores))
     return float(np.mean(list(class_scores.values()))), class_scores
+
+
+def _overlapping_data(separation, seed=0):
+    """Three classes of 40 around centres ``separation`` x N(0, I) apart, unit noise, 8 dims."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2], 40)
+    x = (rng.normal(size=(3, 8)) * separation)[labels] + rng.normal(size=(120, 8))
+    return x.astype(np.float32), labels
 
 
 def _mixed_data(seed=0):
@@ -129,14 +139,29 @@ def test_single_item_classes_are_skipped_and_reported():
 # ---------------------------------------------------------------- agreement with the reference
 
 
-@pytest.mark.parametrize("k", [3, 10])
-def test_agrees_with_per_pair_reference(k):
-    x, labels = _mixed_data()
+@pytest.mark.parametrize(
+    "data, k, bounded",
+    [
+        (_mixed_data(), 3, 0.0),  # no-path pairs: every source has a target on the island
+        (_mixed_data(), 10, 0.0),
+        (_overlapping_data(0.5), 10, 2 / 3),  # some classes joined inside: Dijkstra stops early
+        (_overlapping_data(1.0), 10, 1.0),  # all joined inside, yet some shortest paths leave
+    ],
+    ids=["island-k3", "island-k10", "overlap-0.5", "overlap-1.0"],
+)
+def test_agrees_with_per_pair_reference(data, k, bounded):
+    x, labels = data
     expected_score, expected_classes = _reference_convexity(x, labels, k)
     result = graph_convexity(x, labels, ConvexityConfig(n_neighbors=k, **QUIET))
     assert result.class_scores == pytest.approx(expected_classes, abs=1e-9)
     assert result.score == pytest.approx(expected_score, abs=1e-9)
-    assert 5.0 < result.score < 95.0  # a case with mixed paths and missing paths, not a trivial one
+    assert 5.0 < result.score < 95.0  # mixed paths, not a trivial case
+    # Share of sources whose Dijkstra run is cut at a finite bound (the early stop is exercised).
+    firsts, seconds = np.nonzero((labels[:, None] == labels[None, :]) & ~np.eye(len(labels), dtype=bool))
+    sources, inverse = np.unique(firsts, return_inverse=True)
+    grouped = _PairsBySource(inverse, len(sources))
+    bounds = _same_class_bounds(knn_graph(x, k).to_csr(), labels, sources, grouped, seconds, 64)
+    assert np.isfinite(bounds).mean() == pytest.approx(bounded, abs=0.01)
 
 
 def test_path_scores_agree_with_reference_on_random_pairs():

@@ -18,12 +18,16 @@ How it is computed (13 layers x 5000 items x 768 dims takes well under a minute 
 
 - the kNN graph is built in torch (on the GPU when one is present) from float32 squared distances
   ``|a|^2 + |b|^2 - 2 a.b`` of the mean-centred items, a few thousand rows at a time (64 MiB per
-  block), as FAISS does; the relative error of a distance is about 1e-6, below what float32
-  hidden states carry anyway;
+  block), as FAISS does. The error of a squared distance is about 1e-7 x the items' squared
+  norms after centring: negligible unless items lie much closer to each other than to the mean;
 - shortest paths come from ``scipy.sparse.csgraph.dijkstra`` run from a few hundred sources per
   call, predecessors included; the paths of all pairs of those sources are walked back together
   in numpy. The graph is undirected, so each pair is solved from whichever of its two ends is
-  the source of more sampled pairs (fewer Dijkstra runs, same paths);
+  the source of more sampled pairs (fewer Dijkstra runs, same paths). Each call stops at an
+  upper bound of the distance to the sources' farthest targets, taken from the (cheap) paths
+  that stay inside the class: on layers where classes are compact, Dijkstra then visits a
+  fraction of the graph (about 3x faster there); elsewhere the bound is infinite and nothing
+  changes;
 - with several cores, the Dijkstra stage runs in worker processes (``spawn``, no torch import)
   while the parent builds the next layer's graph.
 """
@@ -241,18 +245,63 @@ def path_scores(
     scores = np.zeros(len(sources), dtype=np.float64)
     if len(sources) == 0:
         return scores
-    order = np.argsort(sources, kind="stable")
-    unique_sources, first_pair = np.unique(sources[order], return_index=True)
+    unique_sources, source_of_pair = np.unique(sources, return_inverse=True)
+    pairs_by_source = _PairsBySource(source_of_pair, len(unique_sources))
     batch = max(1, min(source_batch, _DIJKSTRA_BLOCK_ELEMENTS // n))
+    bounds = _same_class_bounds(graph, codes, unique_sources, pairs_by_source, targets, batch)
+    # Sources with similar bounds share a call, whose limit is the largest bound in it.
+    by_bound = np.argsort(bounds, kind="stable")
+    slot = np.empty(len(unique_sources), dtype=np.int64)
     for start in range(0, len(unique_sources), batch):
-        stop = min(len(unique_sources), start + batch)
-        pair_stop = first_pair[stop] if stop < len(unique_sources) else len(order)
-        pairs = order[first_pair[start] : pair_stop]
-        batch_sources = unique_sources[start:stop]
-        dist, pred = dijkstra(graph, directed=True, indices=batch_sources, return_predecessors=True)
-        row = np.searchsorted(batch_sources, sources[pairs])
+        chosen = by_bound[start : start + batch]
+        slot[chosen] = np.arange(len(chosen))
+        limit = bounds[chosen].max()
+        limit = limit * (1.0 + 1e-9) + np.finfo(np.float64).tiny if np.isfinite(limit) else np.inf
+        dist, pred = dijkstra(
+            graph, directed=True, indices=unique_sources[chosen], return_predecessors=True, limit=limit
+        )
+        pairs = pairs_by_source.of(chosen)
+        row = slot[source_of_pair[pairs]]
         scores[pairs] = _walk_paths(dist, pred, row, sources[pairs], targets[pairs], neighbors, codes)
     return scores
+
+
+class _PairsBySource:
+    """Pair indices grouped by source number (``0 .. num_sources - 1``)."""
+
+    def __init__(self, source_of_pair: np.ndarray, num_sources: int) -> None:
+        self.order = np.argsort(source_of_pair, kind="stable")
+        self.first = np.searchsorted(source_of_pair[self.order], np.arange(num_sources + 1))
+
+    def of(self, chosen: np.ndarray) -> np.ndarray:
+        """Indices of the pairs whose source is one of ``chosen``."""
+        starts = self.first[chosen]
+        lengths = self.first[chosen + 1] - starts
+        offsets = np.cumsum(lengths) - lengths
+        return self.order[np.repeat(starts - offsets, lengths) + np.arange(lengths.sum())]
+
+
+def _same_class_bounds(graph, codes, unique_sources, pairs_by_source, targets, batch) -> np.ndarray:
+    """Upper bound of the distance from each source to its farthest target.
+
+    The bound is the distance within the subgraph of edges that join two items of the same
+    class (a path there is a path in the whole graph), ``inf`` when that subgraph does not join a
+    source to all its targets. Where classes are compact this is close to the true distance, and
+    Dijkstra on the whole graph can stop there instead of visiting every item.
+    """
+    n = graph.shape[0]
+    row_of_entry = np.repeat(np.arange(n), np.diff(graph.indptr))
+    keep = codes[row_of_entry] == codes[graph.indices]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of_entry[keep], minlength=n))])
+    same_class = sp.csr_matrix((graph.data[keep], graph.indices[keep], indptr), shape=graph.shape)
+    bounds = np.zeros(len(unique_sources))
+    for start in range(0, len(unique_sources), batch):
+        chosen = np.arange(start, min(len(unique_sources), start + batch))
+        dist = dijkstra(same_class, directed=True, indices=unique_sources[chosen])
+        pairs = pairs_by_source.of(chosen)
+        source = np.repeat(chosen, np.diff(pairs_by_source.first[start : chosen[-1] + 2]))
+        np.maximum.at(bounds, source, dist[source - start, targets[pairs]])
+    return bounds
 
 
 def _walk_paths(dist, pred, row, src, tgt, neighbors, codes) -> np.ndarray:
@@ -311,9 +360,10 @@ def graph_convexity_per_layer(
     pair_chunks = [np.flatnonzero(np.isin(sources, chunk)) for chunk in chunks]
 
     pool = _pool(workers)
+    bar = tqdm(total=len(layers), desc="graph convexity", unit="layer", disable=not config.progress)
     try:
-        pending = []
-        for layer in tqdm(layers, desc="graph convexity", unit="layer", disable=not config.progress):
+        pending = []  # per layer: kNN seconds and (pair indices, future or finished result) per chunk
+        for layer in layers:
             start = time.perf_counter()
             knn = knn_graph(layer, config.n_neighbors, device=config.device)
             graph = knn.to_csr()
@@ -323,6 +373,8 @@ def graph_convexity_per_layer(
                 args = (graph, knn.neighbors, codes, sources[pairs], targets[pairs], config.source_batch)
                 jobs.append((pairs, pool.submit(_timed_path_scores, *args) if pool else _timed_path_scores(*args)))
             pending.append((knn_seconds, jobs))
+            if pool is None:
+                bar.update()
         results = []
         for knn_seconds, jobs in pending:
             scores = np.zeros(len(sources))
@@ -333,8 +385,15 @@ def graph_convexity_per_layer(
                 path_seconds += seconds
             result = _aggregate(scores, codes[sources], classes, skipped)
             result.timings = {"knn_s": knn_seconds, "paths_s": path_seconds}
+            logger.debug(
+                "layer %d: convexity %.2f (kNN %.2f s, paths %.2f s)",
+                len(results), result.score, knn_seconds, path_seconds,
+            )
             results.append(result)
+            if pool is not None:
+                bar.update()
     finally:
+        bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
     return results
