@@ -1,0 +1,409 @@
+"""The evaluation engine: SUPERB-style downstream training on cached frozen features.
+
+For each task: read its manifests, get every layer's hidden states from the feature cache
+(extracting them on a miss), fit the label vocabulary on train, train s3prl's Featurizer (a learned
+softmax-weighted sum of layers) and the task's head on train, keep the step that is best on valid,
+and report test. With ``lr_sweep`` the preset's small grid of learning rates is tried and the
+rate best on valid wins. One JSON record per (upstream, task) is written.
+
+The recipe is flat (setup / train / evaluate), seeded, with length-bucketed batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from harness import records
+from harness.features import (
+    FeatureCache,
+    FeatureSet,
+    UpstreamSpec,
+    audio_identity,
+    checkpoint_hash,
+    read_checksums,
+)
+from harness.registry import UnknownNameError
+from tasks.base import Task, TaskPreset
+from tasks.corpora.manifest import SPLITS, CorpusInfo, read_manifest
+from tasks.registry import get_task
+
+logger = logging.getLogger(__name__)
+
+COST_FIELDS = ("params", "macs", "input_seconds", "macs_per_second", "latency_s", "real_time_factor")
+
+
+@dataclass
+class EvaluateConfig:
+    """One ``harness evaluate`` run. See ``harness evaluate --help`` for each option."""
+
+    upstream: str
+    tasks: list[str]
+    corpus: Path  # a prepared corpus directory (corpus.json + manifests/)
+    ckpt: str | None = None
+    preset: str = "demo"
+    lr_sweep: bool = False
+    device: str = "auto"
+    cache_dir: Path = Path("data/cache")
+    records_dir: Path = Path("records")
+    seed: int = 0
+    max_steps: int | None = None  # caps the preset's steps (and its validation interval)
+    extract_dtype: str = "float32"
+    extract_batch_seconds: float = 64.0
+    command: str | None = None  # the command line, kept in the records
+
+
+# ----------------------------------------------------------------------------------- upstreams
+
+
+def register_project_upstreams() -> None:
+    """Add this project's upstreams (``pruned_hubert``, ...) to ``s3prl.hub`` when available."""
+    try:
+        import upstreams
+    except ImportError:
+        return
+    register = getattr(upstreams, "register", None)
+    if register is not None:
+        register()
+
+
+def known_upstreams() -> list[str]:
+    register_project_upstreams()
+    from s3prl import hub
+
+    return sorted(hub.options())
+
+
+def check_upstream_name(name: str) -> None:
+    """Raise :class:`UnknownNameError` listing the known names when ``name`` is not an s3prl hub entry."""
+    known = known_upstreams()
+    if name not in known:
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(f"unknown upstream {name!r}.{hint} Known upstreams: {', '.join(known)}.")
+
+
+def build_upstream(name: str, ckpt: str | None) -> nn.Module:
+    """An ``s3prl.nn.S3PRLUpstream`` for hub entry ``name`` (local checkpoint ``ckpt`` if given), frozen."""
+    from s3prl.nn import S3PRLUpstream
+
+    check_upstream_name(name)
+    upstream = S3PRLUpstream(name, path_or_url=ckpt)
+    upstream.requires_grad_(False)
+    return upstream.eval()
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+    return device
+
+
+# ---------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class SplitData:
+    """One split of one task: cached features plus, per manifest row, its storage row and reference."""
+
+    features: FeatureSet
+    rows: np.ndarray  # [utterances] row in the cache entry
+    references: list
+    ids: list[str]
+    targets: list[torch.Tensor] = field(default_factory=list)  # train only
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.features.lengths[self.rows]
+
+
+class _LayerShapes:
+    """The few attributes s3prl's Featurizer reads from an upstream at construction."""
+
+    def __init__(self, features: FeatureSet) -> None:
+        self.num_layers = features.num_layers
+        self.hidden_sizes = [features.hidden_size] * features.num_layers
+        self.downsample_rates = [features.downsample_rate] * features.num_layers
+
+
+def collate(
+    data: SplitData, batch: list[int], device: str, max_frames: int | None = None, rng: np.random.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad a batch of cached utterances; training crops long ones at random to ``max_frames``.
+
+    Returns:
+        (Tensor, Tensor): features ``[B, T, layers, D]`` float32 and lengths ``[B]``.
+    """
+    pieces = []
+    for i in batch:
+        piece = data.features.get(int(data.rows[i]))
+        if max_frames is not None and len(piece) > max_frames:
+            start = int(rng.integers(0, len(piece) - max_frames + 1)) if rng is not None else 0
+            piece = piece[start : start + max_frames]
+        pieces.append(piece)
+    lengths = [len(p) for p in pieces]
+    padded = np.zeros((len(pieces), max(lengths), *pieces[0].shape[1:]), dtype=np.float16)
+    for b, piece in enumerate(pieces):
+        padded[b, : len(piece)] = piece
+    return torch.from_numpy(padded).to(device).float(), torch.tensor(lengths, dtype=torch.long)
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[list[int]]:
+    """Endless training batches: each epoch sorts by length with +-10% jitter, chunks, shuffles the chunks."""
+    while True:
+        jittered = lengths * rng.uniform(0.9, 1.1, size=len(lengths))
+        order = np.argsort(jittered, kind="stable")
+        chunks = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        for j in rng.permutation(len(chunks)):
+            yield chunks[j]
+
+
+class DownstreamModel(nn.Module):
+    """s3prl's Featurizer (weighted sum of layers) followed by a task head."""
+
+    def __init__(self, features: FeatureSet, head: nn.Module) -> None:
+        super().__init__()
+        from s3prl.nn import Featurizer
+
+        self.featurizer = Featurizer(_LayerShapes(features))
+        self.head = head
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> Any:
+        """``[B, T, layers, D]``, ``[B]`` -> the head's output."""
+        layers = list(features.unbind(dim=2))
+        x, lengths = self.featurizer(layers, [lengths] * len(layers))
+        return self.head(x, lengths)
+
+    def layer_weights(self) -> list[float]:
+        weights = getattr(self.featurizer, "weights", None)
+        return [1.0] if weights is None else torch.softmax(weights.detach().float(), dim=-1).tolist()
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    lr: float
+    best_step: int
+    valid_metrics: dict[str, float]
+    state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    layer_weights: list[float]
+    seconds: float
+
+
+@torch.no_grad()
+def predict(model: DownstreamModel, task: Task, data: SplitData, batch_size: int, device: str) -> list:
+    """Predictions for every utterance of ``data``, in manifest order."""
+    model.eval()
+    order = np.argsort(data.lengths, kind="stable")
+    predictions: list = [None] * len(order)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size].tolist()
+        features, lengths = collate(data, batch, device)
+        for i, prediction in zip(batch, task.decode(model(features, lengths), lengths), strict=True):
+            predictions[i] = prediction
+    return predictions
+
+
+def train_head(
+    task: Task, preset: TaskPreset, train: SplitData, valid: SplitData, lr: float, seed: int, device: str
+) -> TrainResult:
+    """Train Featurizer + head on ``train`` with Adam at ``lr``; keep the step best on ``valid``."""
+    cfg = preset.train
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = DownstreamModel(train.features, task.build_head(train.features.hidden_size, preset.head)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    max_frames = None
+    if cfg.max_train_seconds is not None:
+        max_frames = max(1, round(cfg.max_train_seconds * 16_000 / train.features.downsample_rate))
+    batches = bucketed_batches(train.lengths, cfg.batch_size, rng)
+    best_value, best_step, best_metrics, best_state, best_weights = None, 0, {}, {}, []
+    history: list[dict[str, Any]] = []
+    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {task.name} lr={lr:g}", unit="step")
+    for step in bar:
+        model.train()
+        total_loss = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = next(batches)
+            features, lengths = collate(train, batch, device, max_frames, rng)
+            loss = task.loss(model(features, lengths), lengths, [train.targets[i] for i in batch]) / cfg.grad_accum
+            loss.backward()
+            total_loss += float(loss.detach())
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{total_loss:.3f}")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = task.score(valid.references, predict(model, task, valid, cfg.eval_batch_size, device))
+            history.append({"step": step, "train_loss": total_loss, **{f"valid_{k}": v for k, v in metrics.items()}})
+            logger.info("%s lr=%g step %d: loss %.3f, valid %s", task.name, lr, step, total_loss, _fmt(metrics))
+            if task.is_better(metrics[task.main_metric], best_value):
+                best_value, best_step, best_metrics = metrics[task.main_metric], step, metrics
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best_weights = model.layer_weights()
+    bar.close()
+    return TrainResult(lr, best_step, best_metrics, best_state, history, best_weights, time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------------------------- engine
+
+
+class _LazyUpstream:
+    """Builds the upstream on first use only, so a run served from the cache never loads it."""
+
+    def __init__(self, name: str, ckpt: str | None) -> None:
+        self.name, self.ckpt, self._module = name, ckpt, None
+
+    def __call__(self) -> nn.Module:
+        if self._module is None:
+            logger.info("loading upstream %s%s", self.name, f" from {self.ckpt}" if self.ckpt else "")
+            self._module = build_upstream(self.name, self.ckpt)
+        return self._module
+
+
+def load_split(
+    task: Task,
+    config: EvaluateConfig,
+    split: str,
+    cache: FeatureCache,
+    spec: UpstreamSpec,
+    upstream: _LazyUpstream,
+    checksums: dict[str, str],
+    device: str,
+) -> tuple[SplitData, float]:
+    """Manifest rows, references and cached features of one split; returns extraction seconds too."""
+    frame = read_manifest(config.corpus, task.manifest_task, split)
+    if frame.empty:
+        raise ValueError(f"{config.corpus}: manifest {task.manifest_task}/{split} has no rows")
+    identities = [audio_identity(p, checksums) for p in frame["wav_path"]]
+    features, seconds = cache.get_or_extract(
+        spec, list(frame["wav_path"]), identities, list(frame["duration"].astype(float)), upstream,
+        device=device, batch_seconds=config.extract_batch_seconds, description=f"{task.manifest_task}/{split}",
+    )
+    data = SplitData(features, features.rows(identities), task.references(frame), list(frame["id"]))
+    return data, seconds
+
+
+def evaluate(config: EvaluateConfig) -> list[Path]:
+    """Run every task of ``config``; returns the paths of the records written."""
+    tasks = [get_task(name) for name in config.tasks]  # unknown names fail before any work
+    check_upstream_name(config.upstream)
+    for task in tasks:
+        task.preset(config.preset)
+    device = resolve_device(config.device)
+    corpus_info = CorpusInfo.read(config.corpus)
+    checksums = read_checksums(config.corpus)
+    spec = UpstreamSpec(config.upstream, config.ckpt, checkpoint_hash(config.ckpt), config.extract_dtype)
+    cache = FeatureCache(config.cache_dir)
+    upstream = _LazyUpstream(config.upstream, config.ckpt)
+    cost_name = f"cost-{spec.key()}-{torch.device(device).type}"
+    cost = cache.read_info(cost_name)
+    if cost is None:
+        cost = records.upstream_cost(upstream().to(device), config.ckpt)
+        cache.write_info(cost_name, cost)
+    provenance = records.checkpoint_provenance(config.ckpt)
+
+    paths = []
+    for task in tasks:
+        preset = task.preset(config.preset)
+        if config.max_steps is not None:
+            preset.train.steps = min(preset.train.steps, config.max_steps)
+            preset.train.eval_every = min(preset.train.eval_every, preset.train.steps)
+        data, extraction = {}, {}
+        for split in SPLITS:
+            data[split], extraction[split] = load_split(task, config, split, cache, spec, upstream, checksums, device)
+        task.fit_labels(data["train"].references)
+        data["train"].targets = [task.encode(ref) for ref in data["train"].references]
+
+        lrs = preset.train.lr_grid if config.lr_sweep else (preset.train.lr,)
+        results = [train_head(task, preset, data["train"], data["valid"], lr, config.seed, device) for lr in lrs]
+        best = results[0]
+        for result in results[1:]:
+            if task.is_better(result.valid_metrics[task.main_metric], best.valid_metrics[task.main_metric]):
+                best = result
+        model = DownstreamModel(data["train"].features, task.build_head(data["train"].features.hidden_size, preset.head))
+        model.load_state_dict(best.state)
+        model.to(device)
+        test_start = time.perf_counter()
+        test_metrics = task.score(
+            data["test"].references, predict(model, task, data["test"], preset.train.eval_batch_size, device)
+        )
+        logger.info("%s on %s: test %s (lr %g, step %d)", config.upstream, task.name, _fmt(test_metrics), best.lr, best.best_step)
+
+        record = records.build_record(
+            task={
+                "name": task.name,
+                "metrics": list(task.metric_names),
+                "main_metric": task.main_metric,
+                "higher_is_better": task.higher_is_better,
+            },
+            metrics={"test": test_metrics, "valid": best.valid_metrics},
+            upstream={
+                "name": config.upstream,
+                "ckpt": str(Path(config.ckpt).resolve()) if config.ckpt and Path(config.ckpt).exists() else config.ckpt,
+                "ckpt_sha256": spec.ckpt_sha256,
+                "num_layers": data["train"].features.num_layers,
+                "hidden_size": data["train"].features.hidden_size,
+                "downsample_rate": data["train"].features.downsample_rate,
+                **{k: cost.get(k) for k in COST_FIELDS},
+                "cost_source": cost.get("source"),
+                **provenance,
+            },
+            corpus={
+                "name": corpus_info.name,
+                "source": corpus_info.source,
+                "root": str(Path(config.corpus).resolve()),
+                "fingerprint": corpus_info.fingerprint,
+                "utterances": {split: len(d.ids) for split, d in data.items()},
+            },
+            config={
+                "preset": config.preset,
+                **preset.to_dict(),
+                "lr": best.lr,
+                "lr_sweep": config.lr_sweep,
+                "max_steps": config.max_steps,
+                "extract_dtype": config.extract_dtype,
+                "labels": task.label_state(),
+            },
+            seeds={"train": config.seed},
+            timing={
+                "extraction_s": round(sum(extraction.values()), 3),
+                "extraction_by_split_s": {k: round(v, 3) for k, v in extraction.items()},
+                "feature_cache_hits": {k: v == 0.0 for k, v in extraction.items()},
+                "training_s": round(sum(r.seconds for r in results), 3),
+                "test_s": round(time.perf_counter() - test_start, 3),
+            },
+            device=records.device_description(device),
+            extra={
+                "selection": {"best_lr": best.lr, "best_step": best.best_step, "split": "valid"},
+                "lr_sweep": [{"lr": r.lr, "best_step": r.best_step, "valid": r.valid_metrics} for r in results],
+                "history": {f"{r.lr:g}": r.history for r in results},
+                "layer_weights": best.layer_weights,
+                "command": config.command,
+            },
+        )
+        paths.append(records.write_record(record, config.records_dir))
+        logger.info("record written: %s", paths[-1])
+    return paths
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+

@@ -1,0 +1,374 @@
+"""The frozen-feature cache: every layer's hidden states, computed once and memory-mapped.
+
+The upstream is frozen in SUPERB, so its hidden states depend only on (upstream, checkpoint,
+audio). They are computed once per set of utterances and reused by every task that reads the same
+audio, every epoch and every learning rate.
+
+An entry is a directory ``ROOT/features/<key[:2]>/<key>/`` holding::
+
+    features.f16   raw float16, C order, shape [total_frames, layers, dim] (see meta.json)
+    offsets.npy    int64 [utterances + 1]: utterance i is rows offsets[i]:offsets[i+1]
+    keys.json      the audio identity of each utterance, in storage order
+    meta.json      shape, stride, upstream identity, timings; written last
+
+The key hashes the upstream identity (name, checkpoint SHA-256, extraction precision, format
+version) and the *set* of audio identities, where an audio identity is the file's SHA-256 from the
+corpus' ``checksums.sha256`` when it has one, else ``path|size|mtime``. Task names do not enter
+the key, so ASR, PR and SID share an entry when their manifests list the same audio.
+
+An entry is filled in a temporary sibling directory and renamed into place only when complete,
+so a crash never leaves a partial entry under a real key; an entry that fails its size checks
+(e.g. copied half-way by hand) is ignored, moved aside and recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from harness.files import sha256_file, sha256_tree, write_json
+from tasks.audio import load_audio
+from tasks.corpora.manifest import CHECKSUMS
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+EXTRACT_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    """Everything that determines an upstream's hidden states (besides the audio).
+
+    Attributes:
+        name: the s3prl hub entry (``hubert``, ``fbank``, ``pruned_hubert``, ...).
+        ckpt: checkpoint path or URL given to the entry, or ``None``.
+        ckpt_sha256: content hash of ``ckpt`` (see :func:`checkpoint_hash`).
+        dtype: autocast precision of the extraction forward (``float32`` = none).
+    """
+
+    name: str
+    ckpt: str | None = None
+    ckpt_sha256: str | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in EXTRACT_DTYPES:
+            raise ValueError(f"unknown extraction dtype {self.dtype!r}; choose one of {', '.join(EXTRACT_DTYPES)}")
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "ckpt_sha256": self.ckpt_sha256, "dtype": self.dtype, "format": FORMAT_VERSION}
+
+    def key(self) -> str:
+        return _hash_json(self.identity())
+
+
+def checkpoint_hash(ckpt: str | os.PathLike | None) -> str | None:
+    """SHA-256 of a checkpoint file, or of every file under a checkpoint directory (Hugging Face
+    style); a URL is hashed as its text; ``None`` stays ``None``."""
+    if ckpt is None:
+        return None
+    path = Path(ckpt)
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        return sha256_tree(path)
+    if "://" in str(ckpt):
+        return hashlib.sha256(str(ckpt).encode()).hexdigest()
+    raise FileNotFoundError(f"--ckpt {ckpt}: no such file or directory")
+
+
+def read_checksums(corpus_root: str | os.PathLike) -> dict[str, str]:
+    """Absolute wav path -> SHA-256 from ``ROOT/checksums.sha256`` (empty when the corpus has none)."""
+    root = Path(corpus_root)
+    table: dict[str, str] = {}
+    path = root / CHECKSUMS
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                digest, name = line.split(maxsplit=1)
+                table[str((root / name.lstrip("*")).resolve())] = digest
+    return table
+
+
+def audio_identity(wav_path: str | os.PathLike, checksums: dict[str, str]) -> str:
+    """Content hash when known, else ``path|size|mtime_ns`` (cheap, and changes when the file does)."""
+    path = Path(wav_path).resolve()
+    if str(path) in checksums:
+        return "sha256:" + checksums[str(path)]
+    stat = path.stat()
+    return f"file:{path}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def entry_key(spec: UpstreamSpec, identities: Sequence[str]) -> str:
+    """Cache key of (upstream, set of audio)."""
+    return _hash_json({"upstream": spec.identity(), "audio": sorted(set(identities))})
+
+
+class FeatureSet:
+    """Read-only view of one cache entry: all layers of every utterance, memory-mapped.
+
+    Attributes:
+        num_layers, hidden_size, downsample_rate: the upstream's shape (for s3prl's Featurizer).
+        lengths: ``[utterances]`` frames per utterance, in storage order.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        self.num_layers = int(self.meta["num_layers"])
+        self.hidden_size = int(self.meta["hidden_size"])
+        self.downsample_rate = int(self.meta["downsample_rate"])
+        self.offsets = np.load(directory / "offsets.npy")
+        self.keys: list[str] = json.loads((directory / "keys.json").read_text(encoding="utf-8"))
+        self.lengths = np.diff(self.offsets)
+        total = int(self.meta["total_frames"])
+        expected_bytes = total * self.num_layers * self.hidden_size * 2
+        actual_bytes = (directory / "features.f16").stat().st_size
+        if actual_bytes != expected_bytes or len(self.keys) + 1 != len(self.offsets) or self.offsets[-1] != total:
+            raise ValueError(f"{directory}: inconsistent cache entry ({actual_bytes} bytes, expected {expected_bytes})")
+        self.features = np.memmap(
+            directory / "features.f16", dtype=np.float16, mode="r", shape=(total, self.num_layers, self.hidden_size)
+        )
+        self._row = {key: i for i, key in enumerate(self.keys)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, identities: Sequence[str]) -> np.ndarray:
+        """Storage rows of the given audio identities (raises KeyError on a stranger)."""
+        return np.array([self._row[key] for key in identities], dtype=np.int64)
+
+    def get(self, row: int) -> np.ndarray:
+        """``[frames, layers, dim]`` float16 view of one utterance."""
+        return self.features[self.offsets[row] : self.offsets[row + 1]]
+
+
+class FeatureCache:
+    """The on-disk cache under ``root``; see the module docstring for the layout."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / "features" / key[:2] / key
+
+    def load(self, key: str) -> FeatureSet | None:
+        """The complete entry ``key``, or ``None``; a damaged entry is moved aside and logged."""
+        directory = self.entry_dir(key)
+        if not (directory / "meta.json").is_file():
+            return None
+        try:
+            return FeatureSet(directory)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+            logger.warning("ignoring damaged feature cache entry %s (%s); it will be recomputed", directory, err)
+            _remove_dir(directory)
+            return None
+
+    def get_or_extract(
+        self,
+        spec: UpstreamSpec,
+        wav_paths: Sequence[str],
+        identities: Sequence[str],
+        durations: Sequence[float],
+        build_upstream: Callable[[], torch.nn.Module],
+        device: str = "cpu",
+        batch_seconds: float = 64.0,
+        description: str = "",
+    ) -> tuple[FeatureSet, float]:
+        """Return the features of these utterances and the seconds spent extracting (0 on a hit).
+
+        ``build_upstream`` is called only on a miss; it returns an ``s3prl.nn.S3PRLUpstream``-like
+        module ``forward(wavs [B, T], wavs_len [B]) -> (list of [B, T', D], list of [B])``.
+        """
+        key = entry_key(spec, identities)
+        found = self.load(key)
+        if found is not None:
+            logger.info("features %s: cache hit (%s)", description, self.entry_dir(key))
+            return found, 0.0
+        if not identities:
+            raise ValueError(f"features {description}: no utterances to extract")
+        unique: dict[str, tuple[str, float]] = {}
+        for path, identity, duration in zip(wav_paths, identities, durations, strict=True):
+            unique.setdefault(identity, (path, float(duration)))
+        start = time.perf_counter()
+        self._extract(spec, key, unique, build_upstream(), device, batch_seconds, description)
+        seconds = time.perf_counter() - start
+        found = self.load(key)
+        if found is None:
+            raise RuntimeError(f"feature cache entry {self.entry_dir(key)} vanished right after it was written")
+        return found, seconds
+
+    def _extract(
+        self,
+        spec: UpstreamSpec,
+        key: str,
+        utterances: dict[str, tuple[str, float]],
+        upstream: torch.nn.Module,
+        device: str,
+        batch_seconds: float,
+        description: str,
+    ) -> None:
+        final = self.entry_dir(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._clean_abandoned(final.parent)
+        tmp = final.parent / f".tmp-{key[:16]}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            meta = _write_features(tmp, spec, utterances, upstream, device, batch_seconds, description)
+            write_json(tmp / "meta.json", meta)
+            if final.exists() and not (final / "meta.json").is_file():
+                logger.warning("replacing unfinished feature cache entry %s", final)
+                _remove_dir(final)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / "meta.json").is_file():
+                    raise
+                logger.info("another process finished cache entry %s first; using it", final)
+        finally:
+            _remove_dir(tmp)
+
+    @staticmethod
+    def _clean_abandoned(parent: Path) -> None:
+        """Delete temporary entries left by dead processes of this host."""
+        host = socket.gethostname()
+        for tmp in parent.glob(".tmp-*"):
+            parts = tmp.name.split("-")
+            with contextlib.suppress(ValueError, IndexError):
+                if "-".join(parts[2:-2]) == host and not _pid_alive(int(parts[-2])):
+                    _remove_dir(tmp)
+
+    def read_info(self, name: str) -> dict | None:
+        """A small JSON side file (e.g. the upstream's cost), or ``None``."""
+        path = self.root / "info" / f"{name}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def write_info(self, name: str, info: dict) -> None:
+        write_json(self.root / "info" / f"{name}.json", info)
+
+
+@torch.no_grad()
+def _write_features(
+    directory: Path,
+    spec: UpstreamSpec,
+    utterances: dict[str, tuple[str, float]],
+    upstream: torch.nn.Module,
+    device: str,
+    batch_seconds: float,
+    description: str,
+) -> dict[str, Any]:
+    """Run the upstream over length-sorted batches and stream float16 frames to ``features.f16``."""
+    upstream = upstream.to(device).eval()
+    autocast_dtype = EXTRACT_DTYPES[spec.dtype]
+    order = sorted(utterances, key=lambda k: (-utterances[k][1], k))  # longest first: memory peaks early
+    keys, lengths = [], []
+    shape: tuple[int, int, int] | None = None  # (layers, dim, stride)
+    batches = _duration_batches([utterances[k][1] for k in order], batch_seconds)
+    with open(directory / "features.f16", "wb") as out, tqdm(total=len(order), desc=f"extract {description}", unit="utt") as bar:
+        for batch in batches:
+            batch_keys = [order[i] for i in batch]
+            wavs = [load_audio(utterances[k][0]) for k in batch_keys]
+            wav_lens = torch.tensor([len(w) for w in wavs])
+            padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True).to(device)
+            autocast = (
+                torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype)
+                if autocast_dtype is not None
+                else contextlib.nullcontext()
+            )
+            with autocast:
+                hidden_states, hidden_lens = upstream(padded, wav_lens.to(device))
+            if shape is None:
+                shape = _check_shapes(spec.name, upstream, hidden_states)
+            stacked = torch.stack([h.float() for h in hidden_states], dim=2)  # [B, T, L, D]
+            for b, key in enumerate(batch_keys):
+                frames = int(hidden_lens[0][b])
+                out.write(stacked[b, :frames].to(torch.float16).cpu().numpy().tobytes())
+                keys.append(key)
+                lengths.append(frames)
+            bar.update(len(batch))
+        out.flush()
+        os.fsync(out.fileno())
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    np.save(directory / "offsets.npy", offsets)
+    write_json(directory / "keys.json", keys)
+    layers, dim, stride = shape
+    return {
+        "format_version": FORMAT_VERSION,
+        "upstream": {**asdict(spec)},
+        "num_layers": layers,
+        "hidden_size": dim,
+        "downsample_rate": stride,
+        "utterances": len(keys),
+        "total_frames": int(offsets[-1]),
+        "dtype": "float16",
+        "device": device,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _check_shapes(name: str, upstream: torch.nn.Module, hidden_states: list[torch.Tensor]) -> tuple[int, int, int]:
+    widths = {h.shape[-1] for h in hidden_states}
+    rates = getattr(upstream, "downsample_rates", None) or [getattr(upstream, "downsample_rate", 320)]
+    if len(widths) != 1 or len(set(rates)) != 1:
+        raise ValueError(
+            f"upstream {name!r} has layers of widths {sorted(widths)} and strides {sorted(set(rates))}; "
+            "the learned weighted sum (s3prl Featurizer) needs one width and one stride"
+        )
+    return len(hidden_states), widths.pop(), int(rates[0])
+
+
+def _duration_batches(durations: Sequence[float], batch_seconds: float, max_batch: int = 64) -> list[list[int]]:
+    """Consecutive batches whose padded length (size x longest) stays within ``batch_seconds``."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0.0
+    for i, duration in enumerate(durations):
+        if current and (max(longest, duration) * (len(current) + 1) > batch_seconds or len(current) >= max_batch):
+            batches.append(current)
+            current, longest = [], 0.0
+        current.append(i)
+        longest = max(longest, duration)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _hash_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dir(directory: Path) -> None:
+    """Remove a directory tree; renamed aside first so a reader never sees it half-deleted."""
+    if not directory.exists():
+        return
+    aside = directory.parent / f".trash-{directory.name}-{uuid.uuid4().hex[:8]}"
+    with contextlib.suppress(OSError):
+        os.rename(directory, aside)
+        directory = aside
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,194 @@
+"""The frozen-feature cache: computed once, reused, shared by audio, never read half-written."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from harness.features import (
+    FeatureCache,
+    UpstreamSpec,
+    audio_identity,
+    checkpoint_hash,
+    entry_key,
+    read_checksums,
+)
+from harness.files import sha256_file
+
+STRIDE = 160
+LAYERS = 3
+DIM = 4
+
+
+class FrameUpstream(nn.Module):
+    """S3PRLUpstream-like stand-in: layer l of frame t is (l + 1) x the first DIM samples of frame t."""
+
+    downsample_rates = [STRIDE] * LAYERS
+
+    def __init__(self, fail_on_batch: int | None = None) -> None:
+        super().__init__()
+        self.batches = 0
+        self.fail_on_batch = fail_on_batch
+
+    def forward(self, wavs: torch.Tensor, wavs_len: torch.Tensor):
+        self.batches += 1
+        if self.fail_on_batch is not None and self.batches == self.fail_on_batch:
+            raise RuntimeError("simulated crash in the middle of extraction")
+        frames = (wavs.shape[1] - 1) // STRIDE + 1
+        padded = nn.functional.pad(wavs, (0, frames * STRIDE - wavs.shape[1]))
+        base = padded.reshape(wavs.shape[0], frames, STRIDE)[..., :DIM]
+        lens = (wavs_len - 1) // STRIDE + 1
+        return [base * (layer + 1) for layer in range(LAYERS)], [lens] * LAYERS
+
+
+def expected_features(path) -> np.ndarray:
+    wav = torch.from_numpy(sf.read(path, dtype="float32")[0])
+    hs, lens = FrameUpstream()(wav[None], torch.tensor([len(wav)]))
+    return torch.stack(hs, dim=2)[0, : int(lens[0][0])].numpy()
+
+
+@pytest.fixture
+def wavs(tmp_path):
+    """Five short clips of different lengths: tones plus a little noise."""
+    rng = np.random.default_rng(0)
+    paths, durations = [], []
+    for i, seconds in enumerate([0.5, 1.2, 0.8, 0.3, 1.0]):
+        t = np.arange(int(seconds * 16000)) / 16000
+        audio = 0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t) + 0.01 * rng.standard_normal(len(t))
+        path = tmp_path / "audio" / f"clip{i}.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, audio.astype(np.float32), 16000)
+        paths.append(str(path))
+        durations.append(seconds)
+    return paths, durations
+
+
+class Builder:
+    """Counts how often the cache asks for the upstream."""
+
+    def __init__(self, upstream=None):
+        self.calls = 0
+        self.upstream = upstream or FrameUpstream()
+
+    def __call__(self):
+        self.calls += 1
+        return self.upstream
+
+
+SPEC = UpstreamSpec("frames")
+
+
+def _get(cache, wavs, spec=SPEC, builder=None, order=None, batch_seconds=2.0):
+    paths, durations = wavs
+    order = order or list(range(len(paths)))
+    paths = [paths[i] for i in order]
+    durations = [durations[i] for i in order]
+    identities = [audio_identity(p, {}) for p in paths]
+    builder = builder or Builder()
+    features, seconds = cache.get_or_extract(spec, paths, identities, durations, builder, batch_seconds=batch_seconds)
+    return features, seconds, identities, builder
+
+
+def test_features_match_the_upstream_and_second_call_does_not_build_it(tmp_path, wavs):
+    cache = FeatureCache(tmp_path / "cache")
+    features, seconds, identities, builder = _get(cache, wavs)
+    assert builder.calls == 1 and seconds > 0
+    assert builder.upstream.batches > 1  # several length-sorted batches
+    assert (features.num_layers, features.hidden_size, features.downsample_rate) == (LAYERS, DIM, STRIDE)
+    for path, row in zip(wavs[0], features.rows(identities), strict=True):
+        np.testing.assert_allclose(features.get(row), expected_features(path), atol=1e-3)  # fp16 storage
+
+    again, seconds, _, builder2 = _get(cache, wavs)
+    assert builder2.calls == 0 and seconds == 0.0
+    assert again.directory == features.directory
+    assert isinstance(again.features, np.memmap) and again.features.dtype == np.float16
+
+
+def test_same_audio_in_another_manifest_order_shares_the_entry(tmp_path, wavs):
+    cache = FeatureCache(tmp_path / "cache")
+    first, _, ids_first, _ = _get(cache, wavs)
+    second, seconds, ids_second, builder = _get(cache, wavs, order=[4, 2, 0, 3, 1])
+    assert builder.calls == 0 and seconds == 0.0 and second.directory == first.directory
+    for identity, row in zip(ids_second, second.rows(ids_second), strict=True):
+        np.testing.assert_array_equal(second.get(row), first.get(first.rows([identity])[0]))
+
+
+def test_key_changes_with_checkpoint_precision_and_audio(tmp_path, wavs):
+    ids = [audio_identity(p, {}) for p in wavs[0]]
+    base = entry_key(UpstreamSpec("frames"), ids)
+    assert entry_key(UpstreamSpec("frames", "a.ckpt", "f" * 64), ids) != base
+    assert entry_key(UpstreamSpec("frames", dtype="bfloat16"), ids) != base
+    assert entry_key(UpstreamSpec("other"), ids) != base
+    assert entry_key(UpstreamSpec("frames"), ids[:-1]) != base
+    # rewriting a file changes its identity (size/mtime here, content hash with checksums)
+    sf.write(wavs[0][0], np.zeros(9000, dtype=np.float32), 16000)
+    assert entry_key(UpstreamSpec("frames"), [audio_identity(p, {}) for p in wavs[0]]) != base
+
+
+def test_crash_during_extraction_leaves_no_entry_and_a_rerun_completes(tmp_path, wavs):
+    cache = FeatureCache(tmp_path / "cache")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _get(cache, wavs, builder=Builder(FrameUpstream(fail_on_batch=2)))
+    key = entry_key(UpstreamSpec("frames"), [audio_identity(p, {}) for p in wavs[0]])
+    assert cache.load(key) is None
+    assert not any(p.name.startswith(".tmp-") for p in cache.entry_dir(key).parent.iterdir())
+    features, seconds, _, builder = _get(cache, wavs)
+    assert builder.calls == 1 and seconds > 0 and len(features) == 5
+
+
+def test_damaged_or_partial_entry_is_ignored_and_recomputed(tmp_path, wavs):
+    cache = FeatureCache(tmp_path / "cache")
+    features, _, _, _ = _get(cache, wavs)
+    directory = features.directory
+    data = (directory / "features.f16").read_bytes()
+    (directory / "features.f16").write_bytes(data[: len(data) // 2])  # truncated, e.g. a half copy
+    again, seconds, identities, builder = _get(cache, wavs)
+    assert builder.calls == 1 and seconds > 0
+    assert (again.directory / "features.f16").stat().st_size == len(data)
+
+    (again.directory / "meta.json").unlink()  # a directory without meta.json was never finished
+    _, seconds, _, builder = _get(cache, wavs)
+    assert builder.calls == 1 and seconds > 0
+
+
+def test_temporary_entries_of_dead_processes_are_removed(tmp_path, wavs):
+    cache = FeatureCache(tmp_path / "cache")
+    key = entry_key(UpstreamSpec("frames"), [audio_identity(p, {}) for p in wavs[0]])
+    parent = cache.entry_dir(key).parent
+    parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = parent / f".tmp-{key[:16]}-{socket.gethostname()}-{int(dead.stdout)}-deadbeef"
+    alive = parent / f".tmp-{key[:16]}-{socket.gethostname()}-{os.getpid()}-cafecafe"
+    abandoned.mkdir()
+    alive.mkdir()
+    _get(cache, wavs)
+    assert not abandoned.exists()
+    assert alive.exists()  # a live process may still be writing it
+
+
+def test_audio_identity_prefers_corpus_checksums(tmp_path, wavs):
+    root = tmp_path / "audio"
+    (tmp_path / "checksums.sha256").write_text(
+        "".join(f"{sha256_file(p)}  audio/{os.path.basename(p)}\n" for p in wavs[0]), encoding="utf-8"
+    )
+    checksums = read_checksums(tmp_path)
+    assert audio_identity(wavs[0][0], checksums) == "sha256:" + sha256_file(wavs[0][0])
+    assert audio_identity(root / "clip1.wav", {}).startswith("file:")
+
+
+def test_checkpoint_hash(tmp_path):
+    assert checkpoint_hash(None) is None
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"weights")
+    assert checkpoint_hash(ckpt) == sha256_file(ckpt)
+    assert len(checkpoint_hash(tmp_path)) == 64  # a directory checkpoint hashes all its files
+    with pytest.raises(FileNotFoundError, match="--ckpt .*missing.pt: no such file"):
+        checkpoint_hash(tmp_path / "missing.pt")
