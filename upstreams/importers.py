@@ -36,6 +36,7 @@ from upstreams.safe_load import safe_torch_load
 logger = logging.getLogger(__name__)
 
 Rename = tuple[str, str]
+_FILE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".json"}
 _WEIGHT_NORM = [  # the positional conv's weight norm, old (weight_g/v) and new (parametrizations) names
     (r"(weight_g|parametrizations\.weight\.original0)$", "weight_g"),
     (r"(weight_v|parametrizations\.weight\.original1)$", "weight_v"),
@@ -188,23 +189,26 @@ def from_transformers(path_or_name: str | Path, revision: str | None = None) -> 
         from huggingface_hub import snapshot_download
 
         logger.info("downloading %s from the Hugging Face hub", path_or_name)
-        directory = Path(
-            snapshot_download(
-                str(path_or_name),
-                revision=revision,
-                allow_patterns=[
-                    "config.json",
-                    "preprocessor_config.json",
-                    "*.safetensors",
-                    "*.json",
-                    "pytorch_model.bin",
-                ],
+        try:
+            directory = Path(
+                snapshot_download(
+                    str(path_or_name),
+                    revision=revision,
+                    allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin"],
+                )
             )
-        )
+        except Exception as error:  # offline, unknown repository, no permission, ...
+            raise FileNotFoundError(
+                f"{path_or_name} is not a local directory, and fetching it from the Hugging Face hub "
+                f"failed ({type(error).__name__}: {error})"
+            ) from error
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory} has no config.json: not a transformers model directory")
-    hf_config = json.loads(config_path.read_text(encoding="utf-8"))
+    try:
+        hf_config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error}); the checkpoint is damaged") from None
     config, state = convert_transformers(hf_config, _read_transformers_weights(directory), str(directory))
     preprocessor = directory / "preprocessor_config.json"
     if preprocessor.is_file():  # Large models expect standardised waveforms (feature extractor do_normalize)
@@ -600,7 +604,11 @@ def load_upstream(
                 f"{path}: a bare safetensors file has no architecture; pass its directory with config.json"
             )
         model = from_checkpoint_file(path, family)
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", text):
+    elif (
+        re.fullmatch(r"[\w.-]+/[\w.-]+", text)
+        and not text.startswith((".", "~"))
+        and path.suffix not in _FILE_SUFFIXES
+    ):
         model = from_transformers(text)
     else:
         raise FileNotFoundError(

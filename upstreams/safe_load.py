@@ -46,6 +46,12 @@ def safe_torch_load(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head != b"PK" and head[:1] != b"\x80":  # neither torch's zip format nor a pickle (protocol >= 2)
+        raise ValueError(
+            f"{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+        )
     try:
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
