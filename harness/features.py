@@ -48,6 +48,7 @@ from tasks.corpora.manifest import CHECKSUMS
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".npz"}
 EXTRACT_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -79,18 +80,26 @@ class UpstreamSpec:
 
 
 def checkpoint_hash(ckpt: str | os.PathLike | None) -> str | None:
-    """SHA-256 of a checkpoint file, or of every file under a checkpoint directory (Hugging Face
-    style); a URL is hashed as its text; ``None`` stays ``None``."""
+    """Content identity of a checkpoint: SHA-256 of a file, or of every file under a directory
+    (Hugging Face / compact style). A source that is not a local path (``preset:NAME``,
+    ``torchaudio:BUNDLE``, a URL, a hub name ``org/name``) is identified by its text. ``None`` stays
+    ``None``.
+
+    Raises:
+        FileNotFoundError: ``ckpt`` looks like a local path (or a checkpoint file name) but is missing.
+    """
     if ckpt is None:
         return None
-    path = Path(ckpt)
+    path = Path(ckpt).expanduser()
     if path.is_file():
         return sha256_file(path)
     if path.is_dir():
         return sha256_tree(path)
-    if "://" in str(ckpt):
-        return hashlib.sha256(str(ckpt).encode()).hexdigest()
-    raise FileNotFoundError(f"--ckpt {ckpt}: no such file or directory")
+    text = str(ckpt)
+    looks_local = text.startswith(("/", ".", "~")) or path.suffix in CHECKPOINT_SUFFIXES or text.count("/") > 1
+    if looks_local and ":" not in text:
+        raise FileNotFoundError(f"--ckpt {ckpt}: no such file or directory")
+    return "name:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_checksums(corpus_root: str | os.PathLike) -> dict[str, str]:

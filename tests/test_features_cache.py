@@ -192,3 +192,8 @@ def test_checkpoint_hash(tmp_path):
     assert len(checkpoint_hash(tmp_path)) == 64  # a directory checkpoint hashes all its files
     with pytest.raises(FileNotFoundError, match="--ckpt .*missing.pt: no such file"):
         checkpoint_hash(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        checkpoint_hash("weights.pt")
+    # sources that are not local files are identified by their text
+    assert checkpoint_hash("preset:tiny_hubert") != checkpoint_hash("torchaudio:HUBERT_BASE")
+    assert checkpoint_hash("facebook/hubert-base-ls960").startswith("name:")
