@@ -74,7 +74,9 @@ class ConvexityConfig:
             (or the device of a CUDA tensor given as input), else CPU.
         source_batch (int): Dijkstra sources per scipy call (memory: about 12 x N bytes each).
         workers (int or None): processes for the shortest-path stage. ``1`` runs in this process;
-            ``None`` uses the available cores when the work is large enough to pay for them.
+            ``None`` uses the available cores when the work is large enough to pay for them
+            (about 2 s to start). Workers are spawned, so a script that calls this at import
+            time needs the usual ``if __name__ == "__main__":`` guard.
         progress (bool): show a tqdm bar over layers.
     """
 
