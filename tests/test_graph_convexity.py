@@ -10,7 +10,8 @@ from scipy.sparse.csgraph import dijkstra
 
 from harness.compression.graph_convexity import (
     ConvexityConfig,
-    _PairsBySource,  # internals of the early stop, checked below
+    _orient_pairs,  # internals (source choice, early stop), checked below
+    _PairsBySource,
     _same_class_bounds,
     graph_convexity,
     graph_convexity_per_layer,
@@ -225,6 +226,14 @@ def test_sample_class_pairs_all_or_distinct_sample():
     assert first.max() == 199 and second.max() == 199
     again = sample_class_pairs(200, 5000, np.random.default_rng(0))
     np.testing.assert_array_equal(first, again[0])
+
+
+def test_pairs_are_solved_from_fewer_sources_without_changing_them():
+    first, second = sample_class_pairs(1000, 5000, np.random.default_rng(0))
+    sources, targets = _orient_pairs(first, second, 1000)
+    unordered = sorted(zip(np.minimum(first, second), np.maximum(first, second), strict=True))
+    assert sorted(zip(np.minimum(sources, targets), np.maximum(sources, targets), strict=True)) == unordered
+    assert len(np.unique(sources)) < 0.8 * len(np.unique(first))
 
 
 def test_per_layer_scores_and_sampling_are_seeded():

@@ -22,8 +22,8 @@ How it is computed (13 layers x 5000 items x 768 dims takes well under a minute 
   norms after centring: negligible unless items lie much closer to each other than to the mean;
 - shortest paths come from ``scipy.sparse.csgraph.dijkstra`` run from a few hundred sources per
   call, predecessors included; the paths of all pairs of those sources are walked back together
-  in numpy. The graph is undirected, so each pair is solved from whichever of its two ends is
-  the source of more sampled pairs (fewer Dijkstra runs, same paths). Each call stops at an
+  in numpy. The graph is undirected, so each pair may be solved from either end; a greedy vertex
+  cover of the sampled pairs picks the ends (fewer Dijkstra runs, same paths). Each call stops at an
   upper bound of the distance to the sources' farthest targets, taken from the (cheap) paths
   that stay inside the class: on layers where classes are compact, Dijkstra then visits a
   fraction of the graph (about 3x faster there); elsewhere the bound is infinite and nothing
@@ -430,14 +430,33 @@ def _plan_pairs(codes: np.ndarray, num_classes: int, config: ConvexityConfig):
             continue
         rng = np.random.default_rng([config.seed, code])
         first, second = sample_class_pairs(len(members), config.max_pairs_per_class, rng)
-        # Paths are undirected: solve each pair from the end that starts more pairs.
-        uses = np.bincount(np.concatenate([first, second]), minlength=len(members))
-        swap = uses[second] > uses[first]
-        sources.append(members[np.where(swap, second, first)])
-        targets.append(members[np.where(swap, first, second)])
+        first, second = _orient_pairs(first, second, len(members))
+        sources.append(members[first])
+        targets.append(members[second])
     if not sources:
         raise ValueError("graph convexity needs a class with at least 2 items; every label occurs once")
     return np.concatenate(sources), np.concatenate(targets), skipped
+
+
+def _orient_pairs(first: np.ndarray, second: np.ndarray, num_members: int) -> tuple[np.ndarray, np.ndarray]:
+    """Swap pairs so that few distinct items are sources (each costs one Dijkstra run).
+
+    Paths are undirected, so ``(i, j)`` can be solved from either end. Greedy vertex cover:
+    repeatedly take the item in the most unsolved pairs and solve those pairs from it (with 5000
+    pairs: 4 % fewer sources than solving each pair from its first item on a 100-item class,
+    27 % on a 1000-item class, 36 % on a 5000-item class).
+    """
+    solved_from = np.full(len(first), -1)
+    unsolved = np.ones(len(first), dtype=bool)
+    while unsolved.any():
+        degree = np.bincount(first[unsolved], minlength=num_members)
+        degree += np.bincount(second[unsolved], minlength=num_members)
+        item = degree.argmax()
+        hit = unsolved & ((first == item) | (second == item))
+        solved_from[hit] = item
+        unsolved &= ~hit
+    swap = solved_from == second
+    return np.where(swap, second, first), np.where(swap, first, second)
 
 
 def _aggregate(scores, pair_codes, classes, skipped) -> ConvexityResult:
