@@ -118,13 +118,13 @@ def section_key(record: Mapping[str, Any]) -> tuple[str, str | None, str | None]
 
 
 def row_label(identity: Mapping[str, Any]) -> str:
-    """Short human name of a row, e.g. ``pruned_hubert (dphubert, sparsity 0.75) 3fa1c2``."""
+    """Short human name of a row, e.g. ``pruned_hubert (dphubert, sparsity 0.75) 3fa1c2d4e5f6``."""
     method, sparsity, checkpoint = (_present(identity.get(k)) for k in ("method", "sparsity", "checkpoint"))
     details = [str(method)] if method else []
     if sparsity is not None:
         details.append(f"sparsity {sparsity:g}" if isinstance(sparsity, int | float) else f"sparsity {sparsity}")
     label = identity["upstream"] + (f" ({', '.join(details)})" if details else "")
-    return label + (f" {str(checkpoint)[:6]}" if checkpoint else "")
+    return label + (f" {checkpoint}" if checkpoint else "")
 
 
 def _present(value: Any) -> Any:

@@ -45,7 +45,7 @@ FILE_NAMES = {"markdown": "leaderboard.md", "csv": "leaderboard.csv", "html": "l
 
 
 def format_cell(column: str, value: Any) -> str:
-    """Text of one cell: ``missing`` for absent values, 2 decimals (3 significant digits for RTF)."""
+    """Text of one cell: ``missing`` for absent values; 2 decimals, 3 significant digits below 1 and for RTF."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "" if column in IDENTITY_COLUMNS else MISSING
     if isinstance(value, float):
@@ -53,7 +53,9 @@ def format_cell(column: str, value: Any) -> str:
             return f"{value:.3g}"
         if column == SCORE_COLUMN:
             return f"{value:.1f}"
-        return f"{value:g}" if column == "sparsity" else f"{value:.2f}"
+        if column == "sparsity":
+            return f"{value:g}"
+        return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"  # tiny demo models stay readable
     return str(value)
 
 
