@@ -29,6 +29,7 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp_path
         if fsync:
@@ -55,6 +56,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_open(path) as f:
         json.dump(obj, f, indent=2, sort_keys=False, ensure_ascii=False)
         f.write("\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -1,0 +1,38 @@
+"""``harness pretrain``: HuBERT-style pretraining of a small teacher on a prepared corpus."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="pretrain a small HuBERT teacher (masked prediction of k-means targets, two iterations)",
+        description="HuBERT pretraining: iteration 1 on MFCC k-means targets, iteration 2 on k-means of an "
+        "iteration-1 layer. Uses the GPU with bf16 when present; multi-GPU with torchrun. A killed run resumes.",
+        epilog="Example: harness pretrain --corpus data/synth-small-seed1 --preset tiny --out runs/teacher",
+    )
+    parser.add_argument("--corpus", required=True, help="a prepared corpus directory (e.g. from `harness corpus synth`)")
+    parser.add_argument("--preset", default="tiny", help="tiny (default; a few M parameters) or small")
+    parser.add_argument("--out", required=True, help="output directory; the teacher lands in OUT/teacher")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--steps", type=int, nargs=2, metavar=("ITER1", "ITER2"), help="override steps per iteration")
+    parser.add_argument("--batch-size", type=int, help="override the batch size")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.pretrain import command_line, pretrain
+
+    overrides = {}
+    if args.steps:
+        overrides["steps"] = list(args.steps)
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    teacher = pretrain(args.corpus, args.out, args.preset, args.device, overrides, command=command_line())
+    logger.info("teacher written to %s", teacher)
+    return 0

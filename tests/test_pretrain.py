@@ -1,0 +1,87 @@
+"""HuBERT pretraining: the loss falls, a killed run resumes, the teacher loads and has a model card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from harness import pretrain as recipe
+from harness import training
+from upstreams.checkpoint import load_compact
+
+SMALL = dict(
+    layers=2, embed_dim=64, heads=2, ffn_dim=128, conv_channels=32, pos_conv_kernel=16, pos_conv_groups=4,
+    clusters=[12, 12], feature_layer=1, kmeans_frames=5000, batch_size=4, crop_seconds=1.0, lr=2e-3,
+    warmup_fraction=0.1, save_every=5, dropout=0.0,
+)  # fmt: skip
+
+
+def _losses(folder):
+    return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_teacher_is_written(synth_corpus, tmp_path):
+    out = tmp_path / "pt"
+    teacher = recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides={**SMALL, "steps": [40, 12]})
+    losses = _losses(out / "iter1")
+    assert len(losses) == 40
+    assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.1, losses
+    model = load_compact(teacher)
+    assert model.config.num_layers == 2
+    hidden, _ = model(torch.randn(1, 16000))
+    assert len(hidden) == 3 and hidden[0].shape == (1, 49, 64)
+    card = (teacher / "MODEL_CARD.md").read_text()
+    assert "harness pretrain" in card and "| 1 | 40 |" in card
+    # iteration 2's targets come from the iteration-1 model, not from MFCCs
+    first = recipe._load_targets(out / "iter1" / "targets.npz")
+    second = recipe._load_targets(out / "iter2" / "targets.npz")
+    assert [len(x) for x in first] == [len(x) for x in second]
+    assert any((a != b).any() for a, b in zip(first, second, strict=True))
+    with pytest.raises(ValueError, match="other settings"):
+        recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides={**SMALL, "steps": [41, 12]})
+
+
+def test_killed_run_resumes_from_last_state(synth_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "pt"
+    overrides = {**SMALL, "steps": [12, 6]}
+    real_batches = training.crop_batches
+
+    def killed_after_8(*args, **kwargs):
+        for i, batch in enumerate(real_batches(*args, **kwargs)):
+            if i == 8:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(training, "crop_batches", killed_after_8)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides=overrides)
+    state = training.load_state(out / "iter1" / "state.pt")
+    assert state["step"] == 5  # saved every 5 steps; steps 6-8 are lost and redone
+    monkeypatch.setattr(training, "crop_batches", real_batches)
+    recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides=overrides)
+    steps = [json.loads(line)["step"] for line in (out / "iter1" / "log.jsonl").read_text().splitlines()]
+    assert steps == [*range(1, 9), *range(6, 13)]
+    assert load_compact(out / "teacher").config.num_layers == 2
+
+
+def test_span_mask_and_frames():
+    mask = training.span_mask(3, 100, 0.8, 10, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert mask.shape == (3, 100) and mask.dtype == torch.bool
+    assert 0.3 < mask.float().mean() < 0.9  # spans overlap, so less than 80 % is covered
+    assert training.frames_for(16000) == 49 and training.frames_for(399) == 0
+    features = recipe.mfcc_features(np.random.default_rng(0).standard_normal(16000).astype(np.float32))
+    assert features.shape == (49, 39)  # MFCC frames line up with the encoder's frames
+
+
+def test_state_files_refuse_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "state.pt"
+    torch.save({"step": 1, "evil": Evil()}, path)
+    with pytest.raises(ValueError, match="cannot read the training state"):
+        training.load_state(path)
