@@ -496,3 +496,20 @@ def test_bad_sources_raise_clear_errors(tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(ValueError, match="neither a compact checkpoint"):
         load_upstream(tmp_path / "empty_dir")
+
+
+def test_command_line_converts_and_describes(tmp_path, capsys):
+    from upstreams.__main__ import main
+
+    reference = small_hf_model("wavlm", stable=False)
+    reference.save_pretrained(tmp_path / "hf")
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "compact"), "--no-cost"]) == 0
+    converted = load_compact(tmp_path / "compact")
+    assert read_compact_config(tmp_path / "compact")[1] == {"converted_from": str(tmp_path / "hf")}
+    waves = torch.randn(1, 8000)
+    expected, _ = hf_reference(reference, waves)
+    with torch.no_grad():
+        assert_states_close(converted(waves)[0], expected)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "compact")]) == 0
+    assert json.loads(capsys.readouterr().out)["num_params"] == converted.num_params()
