@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
-import importlib.machinery
 import sys
 from typing import Any
 
@@ -100,7 +99,13 @@ class _S3prlHubWatcher(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
         if fullname != "s3prl.hub":
             return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        spec = None
+        for finder in sys.meta_path:  # let the other finders locate the real module
+            find = getattr(finder, "find_spec", None)
+            if finder is not self and find is not None:
+                spec = find(fullname, path, target)
+                if spec is not None:
+                    break
         if spec is None or spec.loader is None:
             return None
         spec.loader = _RegisterAfterLoad(spec.loader)

@@ -43,7 +43,7 @@ def _linear(in_features: int, out_features: int) -> nn.Linear:
 
 
 def _apply_mask(x: Tensor, mask: Tensor | None, shape: tuple[int, ...]) -> Tensor:
-    return x if mask is None else x * mask.reshape(shape).to(x.dtype)
+    return x if mask is None else x * mask.reshape(shape).to(device=x.device, dtype=x.dtype)
 
 
 class ConvLayerBlock(nn.Module):

@@ -158,7 +158,8 @@ class SpeechEncoder(nn.Module):
         Returns:
             ``(hidden_states, frame_lengths)``: ``num_layers + 1`` tensors ``[batch, frame, D]`` (see
             the module docstring for what each index holds) and the valid frames per item
-            ``[batch]`` (None when ``lengths`` is None).
+            ``[batch]`` (None when ``lengths`` is None). Frames past an item's length hold
+            unspecified values.
         """
         waveforms, lengths = self._check_inputs(waveforms, lengths)
         if self.config.normalize_waveform:
