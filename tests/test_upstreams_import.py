@@ -465,6 +465,7 @@ class _RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("writer", ["torch_save", "plain_pickle"])
 def test_malicious_pickle_is_refused(writer, tmp_path):
     marker = tmp_path / "code_ran"
