@@ -360,7 +360,8 @@ class SelfAttention(nn.Module):
         return self.out_proj(out)
 
     def _gated_bias(self, x: Tensor, position_bias: Tensor) -> Tensor:
-        """WavLM's gate: per head and query frame, a scalar in (1, 1 + const) scaling the position bias."""
+        """WavLM's gate ``a * (b * const - 1) + 2`` (``a``, ``b`` sigmoids of the head's input slice),
+        one scalar per head and query frame, scaling that head's position bias."""
         batch, frames, _ = x.shape
         gate_input = x.view(batch, frames, -1, self.head_dim)[:, :, self.head_ids].transpose(1, 2)
         logits = self.gru_rel_pos_linear(gate_input).view(batch, self.num_heads, frames, 2, 4).sum(-1)

@@ -9,7 +9,8 @@ smaller model whose output equals the masked model's:
   layer masks into the block's output projection and bias;
 - units whose mask is exactly zero are removed; a block whose scale is zero is removed;
 - removed last-layer conv channels are remembered as "phantom" zeros of the feature projection's
-  LayerNorm so that its statistics do not change.
+  LayerNorm so that its statistics do not change, and their normalised value (a linear function of
+  the kept channels' values) is folded into the projection (see ``_prune_projection_inputs``).
 
 The result is exact (up to float rounding) except for one case: removing channels of a conv layer
 followed by a LayerNorm over channels (layer-norm extractors, Large models) changes that
