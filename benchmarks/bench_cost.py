@@ -1,8 +1,8 @@
 """Cost of Base-shaped encoders and of compressed ones: parameters, GMACs per second, latency, RTF.
 
 Random weights (cost does not depend on them). Models: HuBERT / WavLM / wav2vec 2.0 Base, a
-DPHuBERT-sized HuBERT (heads, FFN units and conv channels pruned uniformly to about 23.6 M
-parameters, the published size) and HuBERT Base truncated to 6 layers. Run:
+DPHuBERT-sized HuBERT (heads, FFN units and conv channels pruned uniformly to the largest size
+under DPHuBERT's published 23.6 M parameters; whole heads make the steps coarse: 21.6 M) and HuBERT Base truncated to 6 layers. Run:
 
     .venv/bin/python benchmarks/bench_cost.py                 # 10 s utterance, 3 timed runs
     .venv/bin/python benchmarks/bench_cost.py --seconds 4 --models hubert_base --output cost.json
