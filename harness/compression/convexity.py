@@ -1,0 +1,212 @@
+"""Convexity-based layer pruning (Dorszewski, Tetkova, Hansen 2024) as a compression method.
+
+1. Pool the teacher's hidden states over labelled segments of a prepared corpus:
+   ``word`` (single-word clips, pooled over the word's alignment when there is one),
+   ``phone`` (phone alignments), ``speaker`` (whole utterances of the SID manifests).
+2. Score every hidden state with graph convexity, and beside it linear-probe accuracy and
+   block influence (``harness.compression.graph_convexity`` / ``layer_scores``).
+3. Keep the transformer layers up to where convexity peaks or stops rising
+   (``harness.compression.layer_selection``), truncate the teacher, save a compact checkpoint.
+
+Outputs in ``out``: the compact checkpoint (``config.json``, ``model.safetensors``, ``cost.json``),
+``convexity.json`` (curves, probes, block influence, the rule and the choice) and ``convexity.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from harness.compression.convexity_plot import plot_convexity
+from harness.compression.graph_convexity import ConvexityConfig, graph_convexity_per_layer
+from harness.compression.layer_scores import block_influence, linear_probe_per_layer
+from harness.compression.layer_selection import select_layers
+from harness.files import write_json
+from tasks.audio import load_audio
+from tasks.corpora.manifest import SPLITS, ManifestError, parse_alignment, read_manifest
+
+logger = logging.getLogger(__name__)
+
+LABEL_TYPES = ("word", "phone", "speaker")
+FRAME_SECONDS = 0.02  # 320 samples at 16 kHz, the stride of every supported encoder
+
+
+@dataclass
+class Segment:
+    """One labelled stretch of an utterance, pooled into one vector per hidden state."""
+
+    wav_path: str
+    label: str
+    start: float | None = None  # seconds; None = the whole utterance
+    end: float | None = None
+
+
+def labelled_segments(corpus: str | os.PathLike, label_type: str, max_points: int, seed: int) -> list[Segment]:
+    """Up to ``max_points`` segments of one label type from all splits of a prepared corpus,
+    balanced over classes (at most ``ceil(max_points / classes)`` per class)."""
+    if label_type == "word":
+        frames = _manifests(corpus, "words", label_type)
+        segments = []
+        for row in frames.itertuples():
+            words = [w for w in parse_alignment(getattr(row, "word_alignment", "")) if w[0] == row.label]
+            start, end = (words[0][1], words[0][2]) if words else (None, None)
+            segments.append(Segment(row.wav_path, row.label, start, end))
+    elif label_type == "speaker":
+        frames = _manifests(corpus, "sid", label_type)
+        segments = [Segment(row.wav_path, row.label) for row in frames.itertuples()]
+    elif label_type == "phone":
+        frames = _manifests(corpus, "pr", label_type)
+        if "phone_alignment" not in frames.columns or not (frames["phone_alignment"] != "").any():
+            raise ManifestError(f"{corpus}: phone labels need phone alignments (SynthSpeech has them; this corpus has none)")
+        segments = [
+            Segment(row.wav_path, phone, start, end)
+            for row in frames.itertuples()
+            for phone, start, end in parse_alignment(row.phone_alignment)
+        ]
+    else:
+        raise ValueError(f"unknown label type {label_type!r}; choose from {', '.join(LABEL_TYPES)} or all")
+    return _balanced_sample(segments, max_points, seed)
+
+
+def _manifests(corpus, task: str, label_type: str):
+    import pandas as pd
+
+    parts = []
+    for split in SPLITS:
+        try:
+            parts.append(read_manifest(corpus, task, split))
+        except ManifestError:
+            continue
+    if not parts:
+        raise ManifestError(f"{corpus}: {label_type} labels need the '{task}' manifests, which this corpus lacks")
+    return pd.concat(parts, ignore_index=True)
+
+
+def _balanced_sample(segments: list[Segment], max_points: int, seed: int) -> list[Segment]:
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[Segment]] = {}
+    for segment in segments:
+        by_label.setdefault(segment.label, []).append(segment)
+    per_class = max(2, math.ceil(max_points / max(1, len(by_label))))
+    chosen = []
+    for label in sorted(by_label):
+        members = by_label[label]
+        if len(members) < 2:
+            continue  # a class of one has no pairs to score
+        picks = rng.choice(len(members), size=min(per_class, len(members)), replace=False)
+        chosen.extend(members[i] for i in sorted(picks))
+    return chosen
+
+
+@torch.no_grad()
+def pooled_hidden_states(model, segments: list[Segment], device: torch.device) -> list[np.ndarray]:
+    """Mean-pooled hidden states of each segment: one ``[len(segments), D]`` array per hidden state."""
+    model = model.to(device).eval()
+    by_wav: dict[str, list[int]] = {}
+    for index, segment in enumerate(segments):
+        by_wav.setdefault(segment.wav_path, []).append(index)
+    pooled: list[np.ndarray] | None = None
+    for wav_path, indices in tqdm(by_wav.items(), desc="hidden states", unit="file"):
+        hidden, _ = model(load_audio(wav_path)[None].to(device))
+        states = torch.stack([h[0] for h in hidden]).float()  # [states, frames, D]
+        if pooled is None:
+            pooled = [np.zeros((len(segments), states.shape[-1]), np.float32) for _ in range(states.shape[0])]
+        for index in indices:
+            first, last = _frame_span(segments[index], states.shape[1])
+            vectors = states[:, first:last].mean(dim=1).cpu().numpy()
+            for state, vector in zip(pooled, vectors, strict=True):
+                state[index] = vector
+    return pooled or []
+
+
+def _frame_span(segment: Segment, num_frames: int) -> tuple[int, int]:
+    """Frames overlapping the segment; at least one frame even for a 0 ms segment."""
+    if segment.start is None:
+        return 0, num_frames
+    first = min(num_frames - 1, max(0, int(segment.start / FRAME_SECONDS)))
+    last = min(num_frames, max(first + 1, math.ceil(segment.end / FRAME_SECONDS)))
+    return first, last
+
+
+def compress_convexity(
+    teacher: str,
+    out: str | os.PathLike,
+    *,
+    corpus: str | os.PathLike,
+    preset: str = "demo",
+    device: str | None = None,
+    labels: str = "all",
+    rule: str = "peak",
+    max_points: int = 5000,
+    seed: int = 0,
+    **unused,
+) -> Path:
+    """Score the teacher's layers, choose how many to keep, write the truncated compact checkpoint."""
+    from upstreams import load_upstream
+
+    out = Path(out)
+    label_types = LABEL_TYPES if labels == "all" else tuple(labels.split(","))
+    for label_type in label_types:
+        if label_type not in LABEL_TYPES:
+            raise ValueError(f"--labels {labels!r}: unknown label type {label_type!r}; use word, phone, speaker or all")
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_upstream(teacher)
+    started = time.perf_counter()
+
+    segments = {t: labelled_segments(corpus, t, max_points, seed) for t in label_types}
+    for label_type, chosen in segments.items():
+        classes = len({s.label for s in chosen})
+        if classes < 2:
+            raise ValueError(f"{corpus}: fewer than two {label_type} classes with two examples; cannot score convexity")
+        logger.info("%s: %d segments in %d classes", label_type, len(chosen), classes)
+    # one forward pass per file serves every label type
+    everything = [s for chosen in segments.values() for s in chosen]
+    pooled = pooled_hidden_states(model, everything, torch_device)
+
+    curves, probes, influence, counts = {}, {}, {}, {}
+    offset = 0
+    for label_type, chosen in segments.items():
+        layers = [state[offset : offset + len(chosen)] for state in pooled]
+        offset += len(chosen)
+        names = [s.label for s in chosen]
+        results = graph_convexity_per_layer(layers, names, ConvexityConfig(seed=seed, device=str(torch_device)))
+        curves[label_type] = [round(float(r.score), 3) for r in results]
+        probes[label_type] = [round(float(a), 4) for a in linear_probe_per_layer(layers, names, seed=seed, max_iter=300)]
+        influence[label_type] = [round(float(b), 5) for b in block_influence(layers)]
+        counts[label_type] = {"segments": len(chosen), "classes": len(set(names))}
+
+    selection = select_layers(curves, rule)
+    compact = model.truncate(selection.num_layers)
+    sparsity = 1 - compact.num_params() / model.num_params()
+    summary = {
+        "method": "convexity",
+        "teacher": str(teacher),
+        "sparsity": round(sparsity, 4),
+        "achieved_sparsity": round(sparsity, 4),
+        "dir": str(out),
+        "labels": list(label_types),
+        "rule": rule,
+        "kept_layers": selection.num_layers,
+        "teacher_layers": model.config.num_layers,
+        "params": compact.num_params(),
+        "teacher_params": model.num_params(),
+        "reason": selection.reason,
+    }
+    compact.save(out, metadata={"compression": summary})
+    write_json(
+        out / "convexity.json",
+        {**curves, "kept_layers": selection.num_layers, "selection": selection.to_dict(), "linear_probe": probes,
+         "block_influence": influence, "counts": counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1)},
+    )  # fmt: skip
+    plot_convexity(curves, out / "convexity.png", selection=selection, title=f"Graph convexity per layer: {teacher}")
+    logger.info("convexity pruning: %s; kept %d of %d layers (%.1f %% fewer parameters)",
+                selection.reason, selection.num_layers, model.config.num_layers, 100 * sparsity)  # fmt: skip
+    return out

@@ -1,0 +1,77 @@
+"""Convexity layer pruning as a compression method: curves -> kept layers -> compact checkpoint."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from harness.cli import main as harness_main
+from harness.compression import convexity
+from upstreams import load_upstream, tiny_config
+from upstreams.checkpoint import load_compact
+from upstreams.model import SpeechEncoder
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    torch.manual_seed(0)
+    model = SpeechEncoder(tiny_config("hubert")).eval()
+    return model.save(tmp_path_factory.mktemp("teacher") / "tiny", measure_cost=False)
+
+
+def test_segments_per_label_type(synth_corpus):
+    words = convexity.labelled_segments(synth_corpus, "word", max_points=1000, seed=0)
+    assert words and all(s.start is not None and s.end > s.start for s in words)
+    speakers = convexity.labelled_segments(synth_corpus, "speaker", max_points=40, seed=0)
+    assert len({s.label for s in speakers}) == 8 and len(speakers) <= 40
+    phones = convexity.labelled_segments(synth_corpus, "phone", max_points=300, seed=0)
+    per_class = max(sum(s.label == p for s in phones) for p in {s.label for s in phones})
+    assert per_class <= -(-300 // len({s.label for s in phones}))  # balanced: at most ceil(300 / classes)
+    with pytest.raises(ValueError, match="unknown label type"):
+        convexity.labelled_segments(synth_corpus, "emotion", 10, 0)
+
+
+def test_frame_span_never_empty():
+    assert convexity._frame_span(convexity.Segment("x", "a", 0.101, 0.101), 50) == (5, 6)
+    assert convexity._frame_span(convexity.Segment("x", "a", 0.0, 0.5), 10) == (0, 10)
+    assert convexity._frame_span(convexity.Segment("x", "a"), 7) == (0, 7)
+
+
+def test_compress_keeps_layers_up_to_the_peak(synth_corpus, teacher, tmp_path, monkeypatch):
+    peak_at = {"word": 2, "speaker": 1}  # hidden state where each constructed curve peaks
+
+    def fake_scores(layers, labels, config):
+        label_type = "speaker" if len(set(labels)) == 8 else "word"
+        return [SimpleNamespace(score=100.0 - 10 * abs(i - peak_at[label_type])) for i in range(len(layers))]
+
+    monkeypatch.setattr(convexity, "graph_convexity_per_layer", fake_scores)
+    out = convexity.compress_convexity(str(teacher), tmp_path / "cvx", corpus=synth_corpus, labels="word,speaker",
+                                       max_points=60)  # fmt: skip
+    model = load_compact(out)
+    assert model.config.num_layers == 2  # the deepest peak over both label types
+    info = json.loads((out / "convexity.json").read_text())
+    assert info["kept_layers"] == 2 and len(info["word"]) == 5 and info["selection"]["decided_by"] == "word"
+    assert len(info["linear_probe"]["speaker"]) == 5 and len(info["block_influence"]["word"]) == 4
+    assert (out / "convexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads((out / "config.json").read_text())["metadata"]["compression"]
+    assert meta["method"] == "convexity" and meta["kept_layers"] == 2 and 0 < meta["sparsity"] < 1
+    # the truncated model computes exactly the teacher's first layers
+    full = load_upstream(str(teacher)).eval()
+    wav = torch.randn(1, 16000)
+    with torch.no_grad():
+        expected, _ = full(wav)
+        got, _ = model(wav)
+    assert len(got) == 3
+    torch.testing.assert_close(got[2], expected[2], atol=1e-5, rtol=1e-5)
+
+
+def test_cli_runs_real_scores(synth_corpus, teacher, tmp_path):
+    code = harness_main(["compress", "--method", "convexity", "--teacher", str(teacher), "--corpus", str(synth_corpus),
+                         "--labels", "speaker", "--rule", "plateau", "--max-points", "40", "--out", str(tmp_path / "c")])  # fmt: skip
+    assert code == 0
+    info = json.loads((tmp_path / "c" / "convexity.json").read_text())
+    assert all(0 <= s <= 100 for s in info["speaker"]) and 1 <= info["kept_layers"] <= 4
+    assert harness_main(["compress", "--method", "convexty", "--out", str(tmp_path / "d")]) == 2  # did you mean
