@@ -94,6 +94,13 @@ def checkpoint_hash(ckpt: str | os.PathLike | None) -> str | None:
     if path.is_file():
         return sha256_file(path)
     if path.is_dir():
+        if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+            # a compact (or transformers) checkpoint: the weights and the architecture define it; files
+            # written beside them later (cost.json, convexity.json, plots) do not change its identity
+            digest = hashlib.sha256()
+            for name in ("config.json", "model.safetensors"):
+                digest.update(bytes.fromhex(sha256_file(path / name)))
+            return digest.hexdigest()
         return sha256_tree(path)
     text = str(ckpt)
     looks_local = text.startswith(("/", ".", "~")) or path.suffix in CHECKPOINT_SUFFIXES or text.count("/") > 1
