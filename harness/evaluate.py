@@ -301,15 +301,27 @@ def load_split(
     return data, seconds
 
 
-def evaluate(config: EvaluateConfig) -> list[Path]:
-    """Run every task of ``config``; returns the paths of the records written."""
-    tasks = [get_task(name) for name in config.tasks]  # unknown names fail before any work
+@dataclass
+class Session:
+    """What every task of one run shares: device, corpus, upstream identity, cache and cost."""
+
+    config: EvaluateConfig
+    device: str
+    corpus_info: CorpusInfo
+    checksums: dict[str, str]
+    spec: UpstreamSpec
+    cache: FeatureCache
+    upstream: _LazyUpstream
+    cost: dict[str, Any]
+    provenance: dict[str, Any]
+
+
+def setup(config: EvaluateConfig) -> Session:
+    """Check names and presets, read the corpus, identify the upstream and get its cost (cached)."""
+    for name in config.tasks:  # unknown names and presets fail before any work
+        get_task(name).preset(config.preset)
     check_upstream_name(config.upstream)
-    for task in tasks:
-        task.preset(config.preset)
     device = resolve_device(config.device)
-    corpus_info = CorpusInfo.read(config.corpus)
-    checksums = read_checksums(config.corpus)
     spec = UpstreamSpec(config.upstream, config.ckpt, checkpoint_hash(config.ckpt), config.extract_dtype)
     cache = FeatureCache(config.cache_dir)
     upstream = _LazyUpstream(config.upstream, config.ckpt)
@@ -318,90 +330,117 @@ def evaluate(config: EvaluateConfig) -> list[Path]:
     if cost is None:
         cost = records.upstream_cost(upstream().to(device), config.ckpt)
         cache.write_info(cost_name, cost)
-    provenance = records.checkpoint_provenance(config.ckpt)
+    return Session(
+        config, device, CorpusInfo.read(config.corpus), read_checksums(config.corpus), spec, cache, upstream,
+        cost, records.checkpoint_provenance(config.ckpt),
+    )
 
-    paths = []
-    for task in tasks:
-        preset = task.preset(config.preset)
-        if config.max_steps is not None:
-            preset.train.steps = min(preset.train.steps, config.max_steps)
-            preset.train.eval_every = min(preset.train.eval_every, preset.train.steps)
-        data, extraction = {}, {}
-        for split in SPLITS:
-            data[split], extraction[split] = load_split(task, config, split, cache, spec, upstream, checksums, device)
-        task.fit_labels(data["train"].references)
-        data["train"].targets = [task.encode(ref) for ref in data["train"].references]
 
-        lrs = preset.train.lr_grid if config.lr_sweep else (preset.train.lr,)
-        results = [train_head(task, preset, data["train"], data["valid"], lr, config.seed, device) for lr in lrs]
-        best = results[0]
-        for result in results[1:]:
-            if task.is_better(result.valid_metrics[task.main_metric], best.valid_metrics[task.main_metric]):
-                best = result
-        model = DownstreamModel(data["train"].features, task.build_head(data["train"].features.hidden_size, preset.head))
-        model.load_state_dict(best.state)
-        model.to(device)
-        test_start = time.perf_counter()
-        test_metrics = task.score(
-            data["test"].references, predict(model, task, data["test"], preset.train.eval_batch_size, device)
+def evaluate(config: EvaluateConfig) -> list[Path]:
+    """Run every task of ``config``; returns the paths of the records written."""
+    session = setup(config)
+    return [evaluate_task(session, get_task(name)) for name in config.tasks]
+
+
+def evaluate_task(session: Session, task: Task) -> Path:
+    """Features, labels, training (one run per learning rate), selection on valid, test, record."""
+    config = session.config
+    preset = task.preset(config.preset)
+    if config.max_steps is not None:
+        preset.train.steps = min(preset.train.steps, config.max_steps)
+        preset.train.eval_every = min(preset.train.eval_every, preset.train.steps)
+    data, extraction = {}, {}
+    for split in SPLITS:
+        data[split], extraction[split] = load_split(
+            task, config, split, session.cache, session.spec, session.upstream, session.checksums, session.device
         )
-        logger.info("%s on %s: test %s (lr %g, step %d)", config.upstream, task.name, _fmt(test_metrics), best.lr, best.best_step)
+    task.fit_labels(data["train"].references)
+    data["train"].targets = [task.encode(ref) for ref in data["train"].references]
 
-        record = records.build_record(
-            task={
-                "name": task.name,
-                "metrics": list(task.metric_names),
-                "main_metric": task.main_metric,
-                "higher_is_better": task.higher_is_better,
-            },
-            metrics={"test": test_metrics, "valid": best.valid_metrics},
-            upstream={
-                "name": config.upstream,
-                "ckpt": str(Path(config.ckpt).resolve()) if config.ckpt and Path(config.ckpt).exists() else config.ckpt,
-                "ckpt_sha256": spec.ckpt_sha256,
-                "num_layers": data["train"].features.num_layers,
-                "hidden_size": data["train"].features.hidden_size,
-                "downsample_rate": data["train"].features.downsample_rate,
-                **{k: cost.get(k) for k in COST_FIELDS},
-                "cost_source": cost.get("source"),
-                **provenance,
-            },
-            corpus={
-                "name": corpus_info.name,
-                "source": corpus_info.source,
-                "root": str(Path(config.corpus).resolve()),
-                "fingerprint": corpus_info.fingerprint,
-                "utterances": {split: len(d.ids) for split, d in data.items()},
-            },
-            config={
-                "preset": config.preset,
-                **preset.to_dict(),
-                "lr": best.lr,
-                "lr_sweep": config.lr_sweep,
-                "max_steps": config.max_steps,
-                "extract_dtype": config.extract_dtype,
-                "labels": task.label_state(),
-            },
-            seeds={"train": config.seed},
-            timing={
-                "extraction_s": round(sum(extraction.values()), 3),
-                "extraction_by_split_s": {k: round(v, 3) for k, v in extraction.items()},
-                "feature_cache_hits": {k: v == 0.0 for k, v in extraction.items()},
-                "training_s": round(sum(r.seconds for r in results), 3),
-                "test_s": round(time.perf_counter() - test_start, 3),
-            },
-            device=records.device_description(device),
-            extra={
-                "selection": {"best_lr": best.lr, "best_step": best.best_step, "split": "valid"},
-                "lr_sweep": [{"lr": r.lr, "best_step": r.best_step, "valid": r.valid_metrics} for r in results],
-                "history": {f"{r.lr:g}": r.history for r in results},
-                "layer_weights": best.layer_weights,
-                "command": config.command,
-            },
-        )
-        paths.append(records.write_record(record, config.records_dir))
-        logger.info("record written: %s", paths[-1])
-    return paths
+    lrs = preset.train.lr_grid if config.lr_sweep else (preset.train.lr,)
+    results = [train_head(task, preset, data["train"], data["valid"], lr, config.seed, session.device) for lr in lrs]
+    best = results[0]
+    for result in results[1:]:
+        if task.is_better(result.valid_metrics[task.main_metric], best.valid_metrics[task.main_metric]):
+            best = result
+
+    test_start = time.perf_counter()
+    model = DownstreamModel(data["train"].features, task.build_head(data["train"].features.hidden_size, preset.head))
+    model.load_state_dict(best.state)
+    predictions = predict(model.to(session.device), task, data["test"], preset.train.eval_batch_size, session.device)
+    test_metrics = task.score(data["test"].references, predictions)
+    timing = {
+        "extraction_s": round(sum(extraction.values()), 3),
+        "extraction_by_split_s": {k: round(v, 3) for k, v in extraction.items()},
+        "feature_cache_hits": {k: v == 0.0 for k, v in extraction.items()},
+        "training_s": round(sum(r.seconds for r in results), 3),
+        "test_s": round(time.perf_counter() - test_start, 3),
+    }
+    logger.info("%s on %s: test %s (lr %g, step %d)", config.upstream, task.name, _fmt(test_metrics), best.lr, best.best_step)
+    record = _task_record(session, task, preset, data, results, best, test_metrics, timing)
+    path = records.write_record(record, config.records_dir)
+    logger.info("record written: %s", path)
+    return path
+
+
+def _task_record(
+    session: Session,
+    task: Task,
+    preset: TaskPreset,
+    data: dict[str, SplitData],
+    results: list[TrainResult],
+    best: TrainResult,
+    test_metrics: dict[str, float],
+    timing: dict[str, Any],
+) -> dict[str, Any]:
+    config, features = session.config, data["train"].features
+    ckpt = config.ckpt
+    return records.build_record(
+        task={
+            "name": task.name,
+            "metrics": list(task.metric_names),
+            "main_metric": task.main_metric,
+            "higher_is_better": task.higher_is_better,
+        },
+        metrics={"test": test_metrics, "valid": best.valid_metrics},
+        upstream={
+            "name": config.upstream,
+            "ckpt": str(Path(ckpt).resolve()) if ckpt and Path(ckpt).exists() else ckpt,
+            "ckpt_sha256": session.spec.ckpt_sha256,
+            "num_layers": features.num_layers,
+            "hidden_size": features.hidden_size,
+            "downsample_rate": features.downsample_rate,
+            **{k: session.cost.get(k) for k in COST_FIELDS},
+            "cost_source": session.cost.get("source"),
+            **session.provenance,
+        },
+        corpus={
+            "name": session.corpus_info.name,
+            "source": session.corpus_info.source,
+            "root": str(Path(config.corpus).resolve()),
+            "fingerprint": session.corpus_info.fingerprint,
+            "utterances": {split: len(d.ids) for split, d in data.items()},
+        },
+        config={
+            "preset": config.preset,
+            **preset.to_dict(),
+            "lr": best.lr,
+            "lr_sweep": config.lr_sweep,
+            "max_steps": config.max_steps,
+            "extract_dtype": config.extract_dtype,
+            "labels": task.label_state(),
+        },
+        seeds={"train": config.seed},
+        timing=timing,
+        device=records.device_description(session.device),
+        extra={
+            "selection": {"best_lr": best.lr, "best_step": best.best_step, "split": "valid"},
+            "lr_sweep": [{"lr": r.lr, "best_step": r.best_step, "valid": r.valid_metrics} for r in results],
+            "history": {f"{r.lr:g}": r.history for r in results},
+            "layer_weights": best.layer_weights,
+            "command": config.command,
+        },
+    )
 
 
 def _fmt(metrics: dict[str, float]) -> str:
