@@ -173,3 +173,15 @@ def test_unknown_upstream_raises_from_the_engine(synth_corpus, tmp_path):
     config = EvaluateConfig(upstream="no_such_model", tasks=["sid"], corpus=synth_corpus, cache_dir=tmp_path)
     with pytest.raises(UnknownNameError, match="Known upstreams"):
         evaluate(config)
+
+
+def test_project_upstream_entry_with_its_cost_figures(synth_corpus, tmp_path):
+    config = EvaluateConfig(
+        upstream="pruned_hubert", ckpt="preset:tiny_hubert", tasks=["sid"], corpus=synth_corpus, max_steps=1,
+        cache_dir=tmp_path / "cache", records_dir=tmp_path / "rec",
+    )
+    (path,) = evaluate(config)
+    upstream = json.loads(path.read_text(encoding="utf-8"))["upstream"]
+    assert upstream["cost_source"] == "upstreams.cost"
+    assert upstream["params"] > 0 and upstream["macs_per_second"] > 0 and upstream["real_time_factor"] > 0
+    assert upstream["ckpt"] == "preset:tiny_hubert" and upstream["ckpt_sha256"].startswith("name:")
