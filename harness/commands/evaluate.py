@@ -15,8 +15,9 @@ DEFAULT_SYNTH_PRESET = "tiny"
 
 EPILOG = """examples:
   harness evaluate --upstream fbank --tasks asr,pr,sid,slu --corpus synth
-  harness evaluate --upstream pruned_hubert --ckpt runs/dphubert/pruned.safetensors --tasks asr,sid --lr-sweep
-  harness evaluate --upstream hubert --tasks asr,pr --corpus librispeech:/data/LibriSpeech --preset paper
+  harness evaluate --upstream pruned_hubert --ckpt runs/dphubert/compact --tasks asr,sid --lr-sweep
+  harness evaluate --upstream hubert_local --ckpt hubert_base_ls960.pt --corpus librispeech:/data/LibriSpeech \\
+      --tasks asr,pr --preset paper --device cuda
 
 --corpus accepts:
   synth                SynthSpeech tiny under data/synth-tiny (generated on first use)
