@@ -170,3 +170,55 @@ def frames_for(num_samples: int, receptive_field: int = 400, stride: int = 320) 
 def lr_factor_fn(total: int, warmup_fraction: float):
     warmup = max(1, math.floor(total * warmup_fraction))
     return lambda step: warmup_linear_decay(step, total, warmup)
+
+
+
+def bucketed_batches(
+    lengths: list[int],
+    max_batch_samples: int,
+    max_crop_samples: int,
+    frame_stride: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    start: int = 0,
+) -> Iterator[list[tuple[int, int, int]]]:
+    """Endless length-bucketed batches of ``(item, start_sample, num_samples)`` for one process.
+
+    Every epoch sorts the items by length (equal lengths in a random order) and cuts the sorted
+    list into batches of at most ``max_batch_samples`` samples once each item is cropped to the
+    batch's shortest item (at most ``max_crop_samples``; crop starts aligned to ``frame_stride``);
+    the batch order is shuffled. Process ``rank`` of ``world_size`` takes every ``world_size``-th
+    batch, so all processes get as many batches. Batch ``n`` of a process is a function of
+    ``(seed, n)`` alone: ``start`` (batches this process already used) resumes exactly.
+    """
+    if max_batch_samples < 1 or max_crop_samples < 1 or not lengths:
+        raise ValueError("bucketed_batches needs items, max_batch_samples >= 1 and max_crop_samples >= 1")
+    ordered = sorted(lengths)
+    bounds, first = [], 0  # batch boundaries in the sorted order: the same in every epoch
+    while first < len(ordered):
+        crop = min(max_crop_samples, ordered[first])
+        size = max(1, min(len(ordered) - first, max_batch_samples // crop))
+        bounds.append((first, first + size))
+        first += size
+    per_process = len(bounds) // world_size
+    if per_process == 0:
+        raise ValueError(f"{len(bounds)} batches per epoch cannot be shared by {world_size} processes")
+    epoch, plan = -1, []
+    index = start
+    while True:
+        if index // per_process != epoch:
+            epoch = index // per_process
+            rng = np.random.default_rng([seed, epoch])
+            order = sorted(rng.permutation(len(lengths)).tolist(), key=lambda i: lengths[i])
+            plan = [order[a:b] for a, b in bounds]
+            plan = [plan[i] for i in rng.permutation(len(plan))]
+        items = plan[(index % per_process) * world_size + rank]
+        size = min(max_crop_samples, min(lengths[i] for i in items))
+        crop_rng = np.random.default_rng([seed, epoch, index, rank])
+        batch = []
+        for i in items:
+            room = (lengths[i] - size) // frame_stride
+            batch.append((int(i), int(crop_rng.integers(room + 1)) * frame_stride, size))
+        yield batch
+        index += 1
