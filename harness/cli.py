@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["corpus", "pretrain", "compress", "evaluate", "leaderboard"]  # harness/commands/<name>.py, in --help order
+COMMANDS = ["run", "corpus", "pretrain", "compress", "evaluate", "leaderboard"]  # harness/commands/<name>.py, in --help order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -337,7 +337,12 @@ def _check_or_write_config(out: Path, preset: str, config: PretrainConfig, corpu
 
 
 def _loss_summary(log_path: Path) -> dict:
-    entries = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    by_step = {}  # a resumed run logs the steps after its last saved state twice; the later ones count
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            by_step[entry["step"]] = entry
+    entries = [by_step[step] for step in sorted(by_step)]
     if not entries:
         return {}
     tenth = max(1, len(entries) // 10)

@@ -1,0 +1,66 @@
+"""``harness run``: the whole pipeline on the micro corpus, resuming, and surviving a failing method."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness import run as pipeline
+from harness.cli import main as harness_main
+from harness.compression import methods
+from harness.records import load_records
+from upstreams import tiny_config
+from upstreams.model import SpeechEncoder
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    torch.manual_seed(0)
+    return SpeechEncoder(tiny_config("hubert")).eval().save(tmp_path_factory.mktemp("t") / "teacher", measure_cost=False)
+
+
+def _args(tmp_path, teacher, corpus, methods_="convexity"):
+    return ["run", "--upstream", "pruned_hubert", "--tasks", "sid", "--methods", methods_, "--teacher", str(teacher),
+            "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--records", str(tmp_path / "records"),
+            "--leaderboard", str(tmp_path / "lb"), "--cache", str(tmp_path / "cache"), "--max-steps", "5"]  # fmt: skip
+
+
+def test_run_end_to_end_then_resume(synth_corpus, teacher, tmp_path, capsys):
+    assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
+    records = load_records(tmp_path / "records")
+    kinds = {(r["upstream"]["name"], (r["upstream"].get("compression") or {}).get("method")) for r in records}
+    assert kinds == {("fbank", None), ("pruned_hubert", None), ("pruned_hubert", "convexity")}
+    printed = capsys.readouterr().out
+    assert "convexity" in printed and "fbank" in printed  # the leaderboard is printed
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html"):
+        assert (tmp_path / "lb" / name).is_file()
+    # a rerun finds every step done: no new compression, no new record
+    before = sorted(p.name for p in (tmp_path / "records").iterdir())
+    stamp = (tmp_path / "out" / "convexity" / "model.safetensors").stat().st_mtime_ns
+    assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == before
+    assert (tmp_path / "out" / "convexity" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_failing_method_does_not_lose_the_others(synth_corpus, teacher, tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(methods.METHODS, "_entries", {**methods.METHODS._entries, "dphubert": broken})
+    code = harness_main(_args(tmp_path, teacher, synth_corpus, methods_="dphubert,convexity"))
+    assert code == 1
+    assert "compression dphubert-0.75: RuntimeError: out of memory (simulated)" in caplog.text
+    records = load_records(tmp_path / "records")
+    assert any((r["upstream"].get("compression") or {}).get("method") == "convexity" for r in records)
+    assert (tmp_path / "lb" / "leaderboard.md").is_file()
+
+
+def test_bad_options_fail_before_any_work(tmp_path, teacher, synth_corpus):
+    assert harness_main(_args(tmp_path, teacher, synth_corpus, methods_="dphubrt")) == 2
+    assert harness_main([*_args(tmp_path, teacher, synth_corpus), "--sparsity", "1.5"]) == 2
+    assert not (tmp_path / "out").exists()
+    jobs = pipeline._compression_jobs(pipeline.RunConfig(methods=["convexity", "dphubert"], sparsities=[0.5, 0.75]))
+    assert [p.name for _, p in jobs] == ["convexity", "dphubert-0.5", "dphubert-0.75"]
+    assert json.dumps([m for m, _ in jobs]) == '["convexity", "dphubert", "dphubert"]'
