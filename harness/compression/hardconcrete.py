@@ -29,6 +29,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from upstreams.config import EncoderConfig, expected_num_params, mask_names
+
 TEMPERATURE = 2.0 / 3.0
 STRETCH_LEFT = -0.1
 STRETCH_RIGHT = 1.1
@@ -152,14 +154,12 @@ class EncoderGates(nn.Module):
 
     def __init__(
         self,
-        config,
+        config: EncoderConfig,
         prune: tuple[str, ...] = UNIT_KINDS,
         blocks: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        from upstreams.config import mask_names
-
         unknown = sorted(set(prune) - set(UNIT_KINDS))
         if unknown:
             raise ValueError(f"unknown prunable structures {unknown}; choose from {', '.join(UNIT_KINDS)}")
@@ -197,8 +197,6 @@ class EncoderGates(nn.Module):
     def expected_num_params(self) -> Tensor:
         """DPHuBERT's differentiable size estimate: ``upstreams.config.expected_num_params`` with
         every gated structure replaced by its expected kept amount."""
-        from upstreams.config import expected_num_params
-
         return expected_num_params(self.config, self.expected_kept())
 
     @torch.no_grad()
@@ -216,8 +214,6 @@ class EncoderGates(nn.Module):
 
     def num_params(self, masks: dict[str, Tensor]) -> int:
         """Exact parameter count of the model that ``prune()`` makes from ``masks`` (non-zero = kept)."""
-        from upstreams.config import expected_num_params
-
         return int(expected_num_params(self.config, _counts(masks)))
 
     @torch.no_grad()
@@ -247,8 +243,6 @@ class EncoderGates(nn.Module):
         def cost(name: str) -> int:  # parameters that one more unit of `name` adds
             if _kind(name) != "conv" and name in cost_cache:
                 return cost_cache[name]
-            from upstreams.config import expected_num_params
-
             base = {**fixed, **counts}
             value = int(expected_num_params(self.config, {**base, name: counts[name] + 1})) - int(
                 expected_num_params(self.config, base)
