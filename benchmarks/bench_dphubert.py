@@ -1,6 +1,7 @@
 """Training speed of DPHuBERT: steps per second, peak memory and (on GPUs) model-FLOPs utilisation.
 
-Random weights (speed does not depend on them). Teacher: HuBERT Base (94.7 M parameters).
+Random weights (speed does not depend on them). Teacher: HuBERT Base (94.7 M parameters; or the
+5.3 M-parameter embedded teacher's shape with ``--teacher teacher_tiny``).
 Students, one per stage of the recipe:
 
 - ``stage1``: a copy of the teacher with HardConcrete gates on conv channels, heads and FFN units
@@ -15,6 +16,22 @@ time / the device's peak dense bf16 FLOP/s (known GPUs, or ``--peak-tflops``). R
 
     .venv/bin/python benchmarks/bench_dphubert.py                       # CPU, 4 x 4 s, 3 timed steps
     .venv/bin/python benchmarks/bench_dphubert.py --device cuda --batch 8 --seconds 10 --steps 20
+
+Measured (2026-11, shared 2-core x86_64 CPU, 1-minute load average 2.6-3.9 from other jobs; torch
+2.11; 4 x 4 s; median of 3 steps):
+
+=========  ===========  ==============  =========  ===============  ==============
+stage      student      torch threads   s / step   audio s / s      peak RSS
+=========  ===========  ==============  =========  ===============  ==============
+stage 1    94.4 M       1               25.2       0.64             4.43 GiB
+stage 2    23.6 M       1               9.6        1.67             2.31 GiB
+stage 1    94.4 M       2               36.1       0.44             4.42 GiB
+stage 2    23.6 M       2               18.1       0.89             2.30 GiB
+=========  ===========  ==============  =========  ===============  ==============
+
+FLOPs per step: 1.04 TFLOP (stage 1), 0.48 TFLOP (stage 2); on the loaded CPU that is 0.03-0.05
+TFLOP/s. Two threads are slower than one while other jobs hold the cores. No GPU was lent for
+these figures; run with ``--device cuda`` for steps per second, peak memory and MFU there.
 """
 
 from __future__ import annotations
@@ -26,6 +43,8 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -40,6 +59,16 @@ logger = logging.getLogger("bench_dphubert")
 #: Peak dense bf16 tensor FLOP/s by device-name fragment (vendor datasheets).
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
                     "A10": 125.0, "RTX 4090": 165.0}  # fmt: skip
+
+
+def _embedded_teacher_shape():
+    from harness.pretrain import PretrainConfig
+
+    return PretrainConfig().encoder_config()
+
+
+#: Teacher shapes: HuBERT Base, and the 5.3 M-parameter embedded SynthSpeech teacher (for quick runs).
+TEACHERS = {"hubert_base": lambda: base_config("hubert"), "teacher_tiny": _embedded_teacher_shape}
 
 
 def peak_tflops(device: torch.device, override: float | None) -> float | None:
@@ -66,19 +95,19 @@ def _sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *a
     return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
-def build_students(teacher: SpeechEncoder, layers: list[int]) -> dict[str, dphubert.DistillStudent]:
+def build_student(teacher: SpeechEncoder, layers: list[int], stage: str) -> dphubert.DistillStudent:
+    """``stage1``: the gated copy of the teacher; ``stage2``: a compact student at sparsity 0.75."""
     generator = torch.Generator().manual_seed(0)
     gates = EncoderGates(teacher.config, generator=generator)
-    stage1 = dphubert.DistillStudent(dphubert.student_from_teacher(teacher, 0.0), layers, gates)
-    pruner = EncoderGates(teacher.config, generator=generator)
+    if stage == "stage1":
+        return dphubert.DistillStudent(dphubert.student_from_teacher(teacher, 0.0), layers, gates)
     with torch.no_grad():
-        for name in pruner.names:
-            pruner.gate(name).log_alpha.normal_(0.0, 2.0, generator=generator)
-    masks, _ = pruner.project_to_budget(pruner.deterministic_masks(), round(0.25 * teacher.num_params()))
+        for name in gates.names:
+            gates.gate(name).log_alpha.normal_(0.0, 2.0, generator=generator)
+    masks, _ = gates.project_to_budget(gates.deterministic_masks(), round(0.25 * teacher.num_params()))
     encoder = dphubert.student_from_teacher(teacher, 0.0)
     encoder.set_masks(masks)
-    stage2 = dphubert.DistillStudent(encoder.prune(), layers)
-    return {"stage1": stage1, "stage2": stage2}
+    return dphubert.DistillStudent(encoder.prune(), layers)
 
 
 def bench_stage(
@@ -141,9 +170,49 @@ def bench_stage(
     return report
 
 
+STAGES = ("stage1", "stage2")
+
+
+def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given options and their values (``--opt value`` or ``--opt=value``)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in options:
+            skip = True
+        elif not item.startswith(tuple(option + "=" for option in options)):
+            kept.append(item)
+    return kept
+
+
+def run_stage(name: str, args) -> tuple[dict, list[dict]]:
+    """Build the teacher and one stage's student in this process and time it."""
+    runtime = training.Runtime(torch.device(args.device))
+    torch.manual_seed(0)
+    teacher = SpeechEncoder(TEACHERS[args.teacher]()).eval().requires_grad_(False)
+    student = build_student(teacher, dphubert.default_distill_layers(teacher.config.num_layers), name)
+    teacher.to(runtime.device)
+    machine = (
+        torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
+        else f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    )  # fmt: skip
+    header = {"device": machine, "autocast": str(runtime.autocast_dtype), "batch": args.batch, "seconds": args.seconds,
+              "teacher": args.teacher, "teacher_params": teacher.num_params(), "torch": torch.__version__}  # fmt: skip
+    logger.info("%s: student %d parameters, %d x %.1f s on %s", name, student.encoder.num_params(), args.batch,
+                args.seconds, machine)  # fmt: skip
+    load_before = os.getloadavg()
+    report = bench_stage(name, student, teacher, runtime, args)
+    if runtime.device.type == "cpu":
+        report["load_average_1min_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    logger.info("%s", json.dumps(report))
+    return header, [report]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--teacher", default="hubert_base", help=f"teacher shape: {' or '.join(TEACHERS)} (default hubert_base)")
     parser.add_argument("--batch", type=int, default=4, help="utterances per batch (default 4)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance (default 4)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per stage (median reported; default 3)")
@@ -157,30 +226,24 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    runtime = training.Runtime(torch.device(args.device))
-    torch.manual_seed(0)
-    teacher = SpeechEncoder(base_config("hubert")).eval().requires_grad_(False)
-    layers = dphubert.default_distill_layers(teacher.config.num_layers)
-    students = build_students(teacher, layers)
-    teacher.to(runtime.device)
-    machine = (
-        torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
-        else f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-    )  # fmt: skip
-    header = {"device": machine, "autocast": str(runtime.autocast_dtype), "batch": args.batch, "seconds": args.seconds,
-              "teacher_params": teacher.num_params(), "torch": torch.__version__}  # fmt: skip
-    if runtime.device.type == "cpu":
-        header["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
-    reports = []
-    for name in args.stages.split(","):
-        if name not in students:
+    stages = args.stages.split(",")
+    for name in stages:
+        if name not in STAGES:
             raise SystemExit(f"--stages: unknown stage {name!r}; use stage1, stage2 or both")
-        logger.info("%s: student %d parameters, %d x %.1f s on %s", name, students[name].encoder.num_params(),
-                    args.batch, args.seconds, machine)  # fmt: skip
-        reports.append(bench_stage(name, students[name], teacher, runtime, args))
-        logger.info("%s", json.dumps(reports[-1]))
-    if runtime.device.type == "cpu":
-        header["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    if args.teacher not in TEACHERS:
+        raise SystemExit(f"--teacher: unknown shape {args.teacher!r}; use {' or '.join(TEACHERS)}")
+    if len(stages) > 1:  # one process per stage, so that each peak memory figure is its own
+        reports = []
+        for name in stages:
+            command = [sys.executable, __file__, *_without(sys.argv[1:], ("--stages", "--output")), "--stages", name]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise SystemExit(f"stage {name} failed:\n{done.stderr[-3000:]}")
+            child = json.loads(done.stdout)
+            reports += child.pop("stages")
+            header = child
+    else:
+        header, reports = run_stage(stages[0], args)
     result = {**header, "stages": reports}
     print(json.dumps(result, indent=2))
     if args.output:

@@ -183,6 +183,21 @@ def test_short_run_reaches_target_sparsity_and_loads_in_s3prl(synth_corpus, teac
     assert len(hidden) == compact.config.num_layers + 1
 
 
+@pytest.mark.parametrize("family", ["wavlm", "wav2vec2"])
+def test_other_families_and_large_style_extractors(family, synth_corpus, tmp_path):
+    torch.manual_seed(0)
+    large_style = family == "wav2vec2"  # layer-norm extractor: its conv channels are left alone by default
+    config = tiny_config(family, layer_norm_first=large_style, normalize_waveform=large_style)
+    teacher = SpeechEncoder(config).eval().save(tmp_path / "teacher", measure_cost=False)
+    out = dphubert.compress_dphubert(str(teacher), tmp_path / "out", corpus=synth_corpus, preset="demo", device="cpu",
+                                     sparsity=0.6, stage1_steps=6, stage2_steps=2, measure_cost=False, **FAST)  # fmt: skip
+    meta = json.loads((out / "config.json").read_text())["metadata"]["compression"]
+    assert abs(meta["achieved_sparsity"] - 0.6) < 0.004 and meta["compact_vs_masked_max_abs_diff"] < 1e-4
+    compact = load_compact(out)
+    assert compact.config.family == family
+    assert (compact.config.conv_channels == config.conv_channels) == large_style
+
+
 def test_compact_model_equals_masked_model(teacher_dir):
     teacher = load_compact(teacher_dir)
     gates = EncoderGates(teacher.config, generator=torch.Generator().manual_seed(6))

@@ -89,7 +89,7 @@ class DPHuBERTConfig:
     crop_seconds: float = 15.625  # longest crop; a batch is cropped to its shortest item
     min_seconds: float = 2.0  # shorter utterances are not used
     distill_layers: list[int] | None = None  # None: 0 and every L/3-th hidden state
-    prune: list[str] = dataclasses.field(default_factory=lambda: list(UNIT_KINDS))
+    prune: list[str] | None = None  # None: conv, heads, ffn_units (no conv for layer-norm extractors)
     prune_blocks: bool = False
     student_dropout: float = 0.0
     budget_tolerance: float = 0.005  # project onto the budget when further off than this
@@ -106,7 +106,7 @@ class DPHuBERTConfig:
             raise ValueError("--batch-seconds and --crop-seconds must be at least 0.05 s")
         if self.save_every < 1:
             raise ValueError("--save-every must be >= 1")
-        unknown = sorted(set(self.prune) - set(UNIT_KINDS))
+        unknown = sorted(set(self.prune or ()) - set(UNIT_KINDS))
         if unknown:
             raise ValueError(f"--prune: unknown structures {unknown}; choose from {', '.join(UNIT_KINDS)}")
 
@@ -140,7 +140,8 @@ def add_arguments(parser: argparse._ActionsContainer) -> None:
     parser.add_argument("--distill-layers", type=lambda s: [int(x) for x in s.split(",")], default=None,
                         help="hidden states to distil, e.g. 0,4,8,12 (default: 0 and every L/3-th)")  # fmt: skip
     parser.add_argument("--prune", type=lambda s: s.split(","), default=None,
-                        help="structures to gate, from conv,heads,ffn_units (default: all three, as in the paper)")  # fmt: skip
+                        help="structures to gate, from conv,heads,ffn_units (default: all three as in the paper; no conv for "
+                        "layer-norm extractors, whose pruning is not exact)")  # fmt: skip
     parser.add_argument("--prune-blocks", action="store_const", const=True, default=None,
                         help="also gate whole attention and FFN blocks (the paper's recipe does not)")  # fmt: skip
     parser.add_argument("--save-every", type=int, default=None, help="steps between resume points (paper 1000, demo 50)")
@@ -194,6 +195,18 @@ class DistillStudent(nn.Module):
             expected = self.gates.expected_num_params()
         hidden, _ = self.encoder(waveforms)
         return [projection(hidden[i]) for i, projection in zip(self.layers, self.projections, strict=True)], expected
+
+
+def pruned_structures(config: DPHuBERTConfig, teacher_config) -> tuple[str, ...]:
+    """``--prune`` if given; else the paper's ``conv, heads, ffn_units``, without conv channels when the
+    extractor has a LayerNorm over channels (Large models): removing channels there changes that
+    LayerNorm's statistics, so the compact model would no longer equal the masked one."""
+    if config.prune:
+        return tuple(config.prune)
+    if teacher_config.extractor_norm == "layer":
+        logger.info("layer-norm conv extractor: conv channels are not pruned (pass --prune conv,heads,ffn_units to force)")
+        return ("heads", "ffn_units")
+    return UNIT_KINDS
 
 
 def default_distill_layers(num_layers: int) -> list[int]:
@@ -416,6 +429,9 @@ def prune_student(
     summary["compact_vs_masked_max_abs_diff"] = max(
         float((a - b).abs().max()) for a, b in zip(masked_states, compact_states, strict=True)
     )
+    if summary["compact_vs_masked_max_abs_diff"] > 1e-4:
+        logger.warning("the compact model differs from the masked one by up to %.3g (conv channels of a layer-norm "
+                       "extractor were pruned); stage 2 distils it back", summary["compact_vs_masked_max_abs_diff"])  # fmt: skip
     if compact.num_params() != gates.num_params(masks):
         raise RuntimeError(f"pruned model has {compact.num_params()} parameters, the count said {gates.num_params(masks)}")
     summary["kept"] = {
@@ -480,7 +496,8 @@ def compress_dphubert(
     # ---- stage 1: distil + prune
     pruned_dir = work / "pruned"
     if not is_compact_checkpoint(pruned_dir):
-        gates = EncoderGates(teacher_model.config, tuple(config.prune), config.prune_blocks, generator=generator)
+        gates = EncoderGates(teacher_model.config, pruned_structures(config, teacher_model.config), config.prune_blocks,
+                             generator=generator)  # fmt: skip
         _check_reachable(gates, budget, config.sparsity)
         student = DistillStudent(student_from_teacher(teacher_model, config.student_dropout), layers, gates)
         student.to(runtime.device)
