@@ -124,7 +124,7 @@ class ASR(CTCTask):
     presets = {
         "demo": TaskPreset(
             head=BiLSTMHeadConfig(proj_size=128, hidden_size=128, dropout=0.1, num_freq_masks=0, num_time_masks=0),
-            train=TrainConfig(steps=600, batch_size=16, lr=2e-3, lr_grid=(1e-3, 2e-3, 5e-3), eval_every=150),
+            train=TrainConfig(steps=400, batch_size=16, lr=2e-3, lr_grid=(1e-3, 2e-3, 5e-3), eval_every=100),
         ),
         "paper": TaskPreset(
             head=BiLSTMHeadConfig(),

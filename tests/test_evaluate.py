@@ -15,6 +15,7 @@ from harness.evaluate import EvaluateConfig, bucketed_batches, evaluate
 from harness.records import build_record, load_records, write_record
 from harness.registry import UnknownNameError
 from tasks.corpora.manifest import CorpusInfo
+from tasks.registry import get_task
 
 TINY = "tiny_test_upstream"
 FAST = ["--max-steps", "2", "--extract-batch-seconds", "32"]
@@ -125,7 +126,8 @@ def test_lr_sweep_selects_the_best_valid_rate(synth_corpus, tmp_path):
     (path,) = evaluate(config)
     record = json.loads(path.read_text(encoding="utf-8"))
     sweep = record["lr_sweep"]
-    assert [entry["lr"] for entry in sweep] == [3e-4, 1e-3, 3e-3]
+    assert [entry["lr"] for entry in sweep] == list(get_task("sid").preset("demo").train.lr_grid)
+    assert len(sweep) == 3
     best = max(sweep, key=lambda entry: entry["valid"]["accuracy"])  # first of equals wins, like the engine
     assert record["selection"]["best_lr"] == best["lr"] == record["config"]["lr"]
     assert record["metrics"]["valid"] == best["valid"]
