@@ -1,9 +1,21 @@
 """HuBERT-style self-supervised pretraining of a small teacher on a prepared corpus.
 
 Recipe (Hsu et al. 2021, scaled down): iteration 1 predicts k-means clusters of MFCC features at
-masked frames; iteration 2 trains a fresh model to predict k-means clusters of an intermediate
-layer of the iteration-1 model. Span masking, cosine-similarity logits against learned cluster
-embeddings, cross-entropy on masked frames only.
+masked frames; iteration 2 predicts k-means clusters of an intermediate layer of the iteration-1
+model. Span masking, cosine-similarity logits against learned cluster embeddings, cross-entropy on
+masked frames only.
+
+Two departures from the paper, both because a CPU budget is thousands of steps, not 400k:
+
+- features are normalised per utterance before k-means (``target_cmvn``). On SynthSpeech small,
+  MFCC clusters then carry more phone information (NMI 0.371 vs 0.348) and less speaker
+  information (0.105 vs 0.168); for layer features the speaker NMI falls from 0.115 to 0.030.
+- iteration 2 starts from the iteration-1 encoder (``warm_start``) instead of from scratch. A
+  short iteration 1 yields layer clusters worse than MFCC ones (phone NMI 0.17 vs 0.35), and a
+  fresh model trained on them ended phonetically weaker than iteration 1 (PER 78 % vs 69 %).
+
+Each iteration's target quality (NMI with phones and speakers, on the utterances with phone
+alignments) is written to ``OUT/iter{1,2}/target_quality.json`` and the model card.
 
 Layout of ``--out``::
 
@@ -37,7 +49,8 @@ from tqdm import tqdm
 
 from harness import training
 from harness.files import atomic_path, write_json
-from tasks.corpora.manifest import CorpusInfo
+from tasks.corpora.alignment import parse_alignment
+from tasks.corpora.manifest import CorpusInfo, read_manifest
 from upstreams.checkpoint import is_compact_checkpoint, load_compact
 from upstreams.config import BASE_CONV_KERNELS, BASE_CONV_STRIDES, EncoderConfig
 from upstreams.model import SpeechEncoder
@@ -64,8 +77,10 @@ class PretrainConfig:
     clusters: list[int] = field(default_factory=lambda: [100, 100])  # k per iteration
     feature_layer: int = 3  # hidden-state index of the iteration-1 model clustered for iteration 2
     kmeans_frames: int = 150_000  # frames sampled to fit k-means
+    target_cmvn: bool = True  # normalise each utterance's features before k-means (fewer speaker clusters)
+    warm_start: bool = True  # iteration 2 starts from iteration 1's encoder instead of from scratch
     # optimisation
-    steps: list[int] = field(default_factory=lambda: [1500, 1500])  # per iteration
+    steps: list[int] = field(default_factory=lambda: [3000, 1500])  # per iteration
     batch_size: int = 8
     crop_seconds: float = 2.0
     lr: float = 5e-4
@@ -158,10 +173,19 @@ def layer_features(model: SpeechEncoder, wav: np.ndarray, layer: int, device: to
     return hidden[layer][0].float().cpu().numpy()
 
 
-def make_targets(features: list[np.ndarray], num_clusters: int, sample_frames: int, seed: int) -> list[np.ndarray]:
-    """Fit mini-batch k-means on a sample of frames (standardised per dimension) and label every frame."""
+def make_targets(
+    features: list[np.ndarray], num_clusters: int, sample_frames: int, seed: int, cmvn: bool = True
+) -> list[np.ndarray]:
+    """Fit mini-batch k-means on a sample of frames (standardised per dimension) and label every frame.
+
+    With ``cmvn`` each utterance is first normalised to zero mean and unit variance per dimension,
+    which removes most of the speaker's fixed spectral colouring: on SynthSpeech it lowers the
+    clusters' mutual information with the speaker and raises it with the phone.
+    """
     from sklearn.cluster import MiniBatchKMeans
 
+    if cmvn:
+        features = [(f - f.mean(0)) / (f.std(0) + 1e-5) for f in features]
     stacked = np.concatenate(features)
     mean, std = stacked.mean(0), stacked.std(0) + 1e-5
     rng = np.random.default_rng(seed)
@@ -169,6 +193,40 @@ def make_targets(features: list[np.ndarray], num_clusters: int, sample_frames: i
     kmeans = MiniBatchKMeans(n_clusters=num_clusters, batch_size=10_000, n_init=3, max_iter=100, random_state=seed)
     kmeans.fit((sample - mean) / std)
     return [kmeans.predict((f - mean) / std).astype(np.int16) for f in features]
+
+
+def target_quality(corpus: str | os.PathLike, wavs: list[str], labels: list[np.ndarray]) -> dict[str, float]:
+    """Normalised mutual information of the cluster labels with phones and with speakers.
+
+    Read on the ASR train utterances, whose manifest has phone alignments (empty when it has none).
+    HuBERT picks its targets by how much they say about phones; this is the same measure.
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+
+    try:
+        frame = read_manifest(corpus, "asr", "train")
+    except ValueError:
+        return {}
+    if "phone_alignment" not in frame.columns:
+        return {}
+    index = {path: i for i, path in enumerate(wavs)}
+    clusters, phones, speakers = [], [], []
+    for path, cell, speaker in zip(frame["wav_path"], frame["phone_alignment"], frame["speaker"], strict=True):
+        if path not in index or not isinstance(cell, str):
+            continue
+        frame_labels = labels[index[path]]
+        for phone, start, end in parse_alignment(cell):
+            span = frame_labels[int(start * 50) : int(end * 50)]
+            clusters.extend(span.tolist())
+            phones.extend([phone] * len(span))
+            speakers.extend([speaker] * len(span))
+    if not clusters:
+        return {}
+    return {
+        "nmi_phone": round(float(normalized_mutual_info_score(phones, clusters)), 4),
+        "nmi_speaker": round(float(normalized_mutual_info_score(speakers, clusters)), 4),
+        "frames": len(clusters),
+    }
 
 
 def _save_targets(path: Path, labels: list[np.ndarray]) -> None:
@@ -219,9 +277,15 @@ def pretrain(
                     layer_features(previous, a, config.feature_layer, runtime.device)
                     for a in tqdm(audio, desc=f"layer {config.feature_layer} features", unit="file")
                 ]
-            labels = make_targets(features, config.clusters[iteration - 1], config.kmeans_frames, config.seed + iteration)
+            labels = make_targets(
+                features, config.clusters[iteration - 1], config.kmeans_frames, config.seed + iteration, config.target_cmvn
+            )
             folder.mkdir(parents=True, exist_ok=True)
             _save_targets(targets_path, labels)
+            quality = target_quality(corpus, wavs, labels)
+            if quality:
+                logger.info("iteration %d targets: %s", iteration, ", ".join(f"{k} {v}" for k, v in quality.items()))
+                write_json(folder / "target_quality.json", quality)
         runtime.barrier()
         targets = _load_targets(targets_path)
         if not is_compact_checkpoint(folder / "model"):
@@ -238,6 +302,16 @@ def pretrain(
     return teacher
 
 
+def initial_encoder(config: PretrainConfig, iteration: int, folder: Path) -> SpeechEncoder:
+    """Random weights, or with ``warm_start`` the previous iteration's finished encoder (a sibling folder)."""
+    model = SpeechEncoder(config.encoder_config())
+    if iteration > 1 and config.warm_start:
+        previous = folder.parent / f"iter{iteration - 1}" / "model"
+        model.load_state_dict(load_compact(previous).state_dict())
+        logger.info("iteration %d: starting from the iteration-%d encoder (%s)", iteration, iteration - 1, previous)
+    return model
+
+
 def train_iteration(
     config: PretrainConfig,
     iteration: int,
@@ -246,9 +320,9 @@ def train_iteration(
     folder: Path,
     runtime: training.Runtime,
 ) -> SpeechEncoder:
-    """One HuBERT iteration from random initialisation; resumes from ``folder/state.pt``."""
+    """One HuBERT iteration, from random weights (or iteration 1's with ``warm_start``); resumes from ``folder/state.pt``."""
     training.seed_everything(config.seed + 1000 * iteration)
-    model = SpeechEncoder(config.encoder_config()).to(runtime.device)
+    model = initial_encoder(config, iteration, folder).to(runtime.device)
     head = HubertHead(config.embed_dim, config.final_dim, config.clusters[iteration - 1], config.temperature).to(runtime.device)
     parameters = [*model.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
@@ -363,6 +437,10 @@ def write_model_card(
     """MODEL_CARD.md beside the teacher's weights: command, corpus, steps, loss curves, time, device."""
     info = CorpusInfo.read(corpus)
     summaries = {i: _loss_summary(out / f"iter{i}" / "log.jsonl") for i in (1, 2)}
+    for i, summary in summaries.items():
+        quality_path = out / f"iter{i}" / "target_quality.json"
+        if summary and quality_path.is_file():
+            summary["target_quality"] = json.loads(quality_path.read_text(encoding="utf-8"))
     model = load_compact(teacher)
     device = torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     write_json(teacher / "pretrain_summary.json", {"iterations": summaries, "corpus": dataclasses.asdict(info)})
@@ -381,21 +459,26 @@ def write_model_card(
         "",
         f"- corpus: {info.source}, params {json.dumps(info.params)}, {info.hours:.2f} h, fingerprint `{info.fingerprint[:16]}`",
         f"- targets: iteration 1 k-means (k={config.clusters[0]}) of MFCC+deltas; iteration 2 k-means "
-        f"(k={config.clusters[1]}) of hidden state {config.feature_layer} of the iteration-1 model",
+        f"(k={config.clusters[1]}) of hidden state {config.feature_layer} of the iteration-1 model; "
+        f"{'per-utterance' if config.target_cmvn else 'no'} mean and variance normalisation before k-means; "
+        f"iteration 2 starts {'from the iteration-1 weights' if config.warm_start else 'from random weights'}",
         f"- optimisation: AdamW lr {config.lr}, {config.warmup_fraction:.0%} warm-up then linear decay, batch "
         f"{config.batch_size} x {config.crop_seconds} s crops, span masking p={config.mask_prob} span={config.mask_span}",
         f"- device: {device}; total wall time {seconds / 60:.1f} min (this invocation)",
         "",
         "## Training curves",
         "",
-        "| iteration | steps | loss (first 10 %) | loss (last 10 %) | masked accuracy (last 10 %) | wall time |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| iteration | steps | loss (first 10 %) | loss (last 10 %) | masked accuracy (last 10 %) | wall time "
+        "| target NMI with phones / speakers |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for i, s in summaries.items():
         if s:
+            quality = s.get("target_quality", {})
+            nmi = f"{quality['nmi_phone']} / {quality['nmi_speaker']}" if quality else "n/a"
             lines.append(
                 f"| {i} | {s['steps']} | {s['loss_first_10pct']} | {s['loss_last_10pct']} | "
-                f"{s['masked_accuracy_last_10pct']} | {s['wall_seconds'] / 60:.1f} min |"
+                f"{s['masked_accuracy_last_10pct']} | {s['wall_seconds'] / 60:.1f} min | {nmi} |"
             )
     for i, s in summaries.items():
         if s:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -40,6 +41,9 @@ def test_loss_falls_and_teacher_is_written(synth_corpus, tmp_path):
     second = recipe._load_targets(out / "iter2" / "targets.npz")
     assert [len(x) for x in first] == [len(x) for x in second]
     assert any((a != b).any() for a, b in zip(first, second, strict=True))
+    quality = json.loads((out / "iter1" / "target_quality.json").read_text())
+    assert 0 < quality["nmi_phone"] <= 1 and 0 <= quality["nmi_speaker"] <= 1 and quality["frames"] > 100
+    assert f"| {quality['nmi_phone']} / {quality['nmi_speaker']} |" in card
     with pytest.raises(ValueError, match="other settings"):
         recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides={**SMALL, "steps": [41, 12]})
 
@@ -65,6 +69,17 @@ def test_killed_run_resumes_from_last_state(synth_corpus, tmp_path, monkeypatch)
     steps = [json.loads(line)["step"] for line in (out / "iter1" / "log.jsonl").read_text().splitlines()]
     assert steps == [*range(1, 9), *range(6, 13)]
     assert load_compact(out / "teacher").config.num_layers == 2
+
+
+def test_warm_start_begins_iteration_2_from_iteration_1(synth_corpus, tmp_path):
+    out = tmp_path / "pt"
+    recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides={**SMALL, "steps": [6, 1]})
+    config = recipe.PretrainConfig(**{**SMALL, "steps": [6, 1]})
+    first = load_compact(out / "iter1" / "model").state_dict()
+    warm = recipe.initial_encoder(config, 2, out / "iter2").state_dict()
+    cold = recipe.initial_encoder(dataclasses.replace(config, warm_start=False), 2, out / "iter2").state_dict()
+    assert all(torch.equal(first[k], warm[k]) for k in first)
+    assert not all(torch.equal(first[k], cold[k]) for k in first)
 
 
 def test_span_mask_and_frames():
