@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from tasks.base import CTCTask, TaskPreset, TrainConfig
 from tasks.metrics import char_error_rate, word_error_rate
@@ -63,6 +62,40 @@ def spec_augment(
     return features
 
 
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of ``x [batch, frame, D]`` within its valid length; padding stays put.
+
+    Its own inverse: applying it twice gives ``x`` back.
+    """
+    frames = torch.arange(x.shape[1], device=x.device)[None, :]
+    valid = lengths.to(x.device)[:, None]
+    index = torch.where(frames < valid, valid - 1 - frames, frames)
+    return x.gather(1, index[:, :, None].expand_as(x))
+
+
+class BiLSTM(nn.Module):
+    """A bidirectional LSTM layer on padded batches, exact at every valid frame.
+
+    The forward direction runs on the padded batch (padding only follows the valid frames); the
+    backward direction runs on each sequence reversed within its length. This equals
+    ``nn.LSTM(bidirectional=True)`` on packed sequences but avoids packing, which is several times
+    slower on CPU.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.forward_lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+        self.backward_lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``[batch, frame, input]``, ``[batch]`` -> ``[batch, frame, 2 * hidden]`` (zeros on padding)."""
+        forward, _ = self.forward_lstm(x)
+        backward, _ = self.backward_lstm(reverse_padded(x, lengths))
+        out = torch.cat([forward, reverse_padded(backward, lengths)], dim=-1)
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
+        return out * valid[:, :, None]
+
+
 class BiLSTMHead(nn.Module):
     """Linear projection, stacked BiLSTMs with dropout, and a linear layer to the vocabulary.
 
@@ -79,12 +112,7 @@ class BiLSTMHead(nn.Module):
         self.config = config
         self.proj = nn.Linear(input_size, config.proj_size)
         self.lstms = nn.ModuleList(
-            nn.LSTM(
-                config.proj_size if i == 0 else 2 * config.hidden_size,
-                config.hidden_size,
-                batch_first=True,
-                bidirectional=True,
-            )
+            BiLSTM(config.proj_size if i == 0 else 2 * config.hidden_size, config.hidden_size)
             for i in range(config.num_layers)
         )
         self.dropout = nn.Dropout(config.dropout)
@@ -104,12 +132,9 @@ class BiLSTMHead(nn.Module):
             features = spec_augment(
                 features, lengths, c.num_freq_masks, c.freq_mask_width, c.num_time_masks, c.time_mask_width
             )
-        total = features.shape[1]
         x = self.proj(features)
         for lstm in self.lstms:
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            x, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=total)
-            x = self.dropout(x)
+            x = self.dropout(lstm(x, lengths))
         return self.output(x)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from harness.registry import UnknownNameError
-from tasks.asr import BiLSTMHeadConfig, spec_augment
+from tasks.asr import BiLSTM, BiLSTMHeadConfig, reverse_padded, spec_augment
 from tasks.pr import LinearHeadConfig
 from tasks.registry import get_task, task_names
 from tasks.sid import PoolingHeadConfig
@@ -143,3 +145,19 @@ def test_spec_augment_masks_only_inside_valid_frames():
     fully_zero = (masked == 0).all(dim=-1)
     for b, length in enumerate(lengths.tolist()):
         assert not fully_zero[b, length:].any()
+
+
+def test_bilstm_on_padded_batch_equals_packed_bidirectional_lstm():
+    torch.manual_seed(0)
+    layer = BiLSTM(6, 5)
+    reference = nn.LSTM(6, 5, batch_first=True, bidirectional=True)
+    with torch.no_grad():  # the reference's forward and reverse weights are the two directions'
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(reference, name).copy_(getattr(layer.forward_lstm, name))
+            getattr(reference, name + "_reverse").copy_(getattr(layer.backward_lstm, name))
+    x, lengths = torch.randn(3, 9, 6), torch.tensor([9, 4, 7])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected, _ = pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=9)
+    x[1, 4:] = 1e3  # padding content must not matter
+    torch.testing.assert_close(layer(x, lengths), expected, atol=1e-6, rtol=1e-5)
+    assert torch.equal(reverse_padded(reverse_padded(x, lengths), lengths), x)
