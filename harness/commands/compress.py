@@ -37,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     convexity = parser.add_argument_group("convexity")
     convexity.add_argument("--labels", default="all", help="word, phone, speaker or all (default: all)")
     convexity.add_argument("--rule", default="peak", help="peak (default) or plateau: where the kept layers end")
-    convexity.add_argument("--max-points", type=int, default=5000, help="labelled segments per label type (default 5000)")
+    convexity.add_argument("--max-points", type=int, default=None,
+                           help="labelled segments per label type (default: demo 2000, paper 5000)")
     dphubert = parser.add_argument_group("dphubert")
     dphubert.add_argument("--sparsity", type=float, default=0.75, help="target fraction of parameters removed (default 0.75)")
     dphubert.add_argument("--stage1-steps", type=int, default=None, help="override the preset's distill+prune steps")

@@ -106,6 +106,11 @@ def _balanced_sample(segments: list[Segment], max_points: int, seed: int) -> lis
     return chosen
 
 
+#: Labelled segments per label type by preset: the paper samples up to 5000; the CPU demo keeps
+#: scoring and probes to about a minute.
+MAX_POINTS = {"demo": 2000, "paper": 5000}
+
+
 @torch.no_grad()
 def pooled_hidden_states(model, segments: list[Segment], device: torch.device) -> list[np.ndarray]:
     """Mean-pooled hidden states of each segment: one ``[len(segments), D]`` array per hidden state."""
@@ -145,7 +150,7 @@ def compress_convexity(
     device: str | None = None,
     labels: str = "all",
     rule: str = "peak",
-    max_points: int = 5000,
+    max_points: int | None = None,
     seed: int = 0,
     **unused,
 ) -> Path:
@@ -153,6 +158,9 @@ def compress_convexity(
     from upstreams import load_upstream
 
     out = Path(out)
+    if preset not in MAX_POINTS:
+        raise ValueError(f"unknown convexity preset {preset!r}; choose one of {', '.join(MAX_POINTS)}")
+    max_points = max_points or MAX_POINTS[preset]
     label_types = LABEL_TYPES if labels == "all" else tuple(labels.split(","))
     for label_type in label_types:
         if label_type not in LABEL_TYPES:
