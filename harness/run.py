@@ -9,6 +9,11 @@
    (the score's zero point); an (upstream, checkpoint, task, corpus, preset) with a record is skipped;
 4. the leaderboard is regenerated from all records and printed.
 
+With ``jobs`` > 1 the steps run in that many spawned worker processes, each with an equal share of
+the CPU threads: compressions start first and each compressed model's evaluation is queued as soon
+as its checkpoint exists, while the references are evaluated beside them. The result does not
+depend on the number of jobs (every step is seeded on its own).
+
 A failure in one method or one evaluation is logged with its cause and the pipeline goes on; the
 run ends with a list of what failed and a non-zero exit code, and keeps everything that worked.
 """
@@ -45,6 +50,7 @@ class RunConfig:
     cache_dir: Path = Path("data/cache")
     seed: int = 0
     max_steps: int | None = None
+    jobs: int = 1  # parallel worker processes (compressions and evaluations overlap)
     command: str | None = None
 
 
@@ -69,45 +75,138 @@ def run(config: RunConfig) -> int:
     for name in config.tasks:
         get_task(name)
     check_upstream_name(config.upstream)
+    if config.jobs < 1:
+        raise ValueError(f"--jobs {config.jobs}: give 1 or more parallel workers")
     corpus = resolve_corpus(config.corpus)
-    device = None if config.device == "auto" else config.device
     failures: list[str] = []
 
-    candidates = [Candidate("fbank", FBANK, None)]
+    references = [Candidate("fbank", FBANK, None)]
     try:
-        candidates.append(Candidate("teacher", config.upstream, str(_teacher_checkpoint(config))))
+        references.append(Candidate("teacher", config.upstream, str(_teacher_checkpoint(config))))
     except Exception as err:  # noqa: BLE001 - reported, and the other steps go on
         failures.append(_failed("teacher conversion", err))
-
+    compressions, compressed = [], []
     for method, out in _compression_jobs(config):
         if _is_complete_checkpoint(out):
             logger.info("%s: reusing the finished checkpoint %s", out.name, out)
+            compressed.append(Candidate(out.name, config.upstream, str(out)))
         else:
-            logger.info("%s: compressing %s into %s", method, config.teacher, out)
-            options = {"sparsity": float(out.name.rsplit("-", 1)[1])} if method == "dphubert" else {}
-            try:
-                METHODS.get(method)(config.teacher, out, corpus=corpus, preset=config.preset, device=device,
-                                    seed=config.seed, **options)  # fmt: skip
-            except Exception as err:  # noqa: BLE001
-                failures.append(_failed(f"compression {out.name}", err))
-                continue
-        candidates.append(Candidate(out.name, config.upstream, str(out)))
+            compressions.append((method, out))
 
-    for candidate in candidates:
-        for task in config.tasks:
-            if _has_record(config, candidate, task, corpus):
-                logger.info("%s / %s: record exists, skipped", candidate.label, task)
-                continue
-            try:
-                _evaluate(config, candidate, task, corpus)
-            except Exception as err:  # noqa: BLE001
-                failures.append(_failed(f"evaluation {candidate.label} / {task}", err))
+    with _Workers(config.jobs) as workers:
+        # longest first: compressions (the compressed models' evaluations wait for them), then references
+        for method, out in compressions:
+            workers.submit(("compress", method, out), _compress, config, method, out, corpus)
+        for candidate in references + compressed:
+            _submit_evaluation(workers, config, candidate, corpus)
+        for (kind, *what), outcome in workers.results():
+            if isinstance(outcome, Exception):
+                step = f"compression {what[1].name}" if kind == "compress" else f"evaluation {what[0]}"
+                failures.append(_failed(step, outcome))
+            elif kind == "compress":
+                _submit_evaluation(workers, config, Candidate(what[1].name, config.upstream, str(what[1])), corpus)
+            else:
+                failures.extend(outcome)
 
     _publish(config)
     if failures:
         logger.error("%d step(s) failed; everything else is kept:\n  %s", len(failures), "\n  ".join(failures))
         return 1
     return 0
+
+
+def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> None:
+    """Queue the tasks of ``candidate`` that have no record yet, as one job (they share its features)."""
+    tasks = []
+    for task in config.tasks:
+        if _has_record(config, candidate, task, corpus):
+            logger.info("%s / %s: record exists, skipped", candidate.label, task)
+        else:
+            tasks.append(task)
+    if tasks:
+        workers.submit(("evaluate", candidate.label), _evaluate_candidate, config, candidate, tasks, corpus)
+
+
+class _Workers:
+    """Runs jobs in this process (``jobs == 1``) or in a pool of spawned worker processes.
+
+    Each worker gets an equal share of the CPU threads. ``results()`` yields ``(key, outcome)`` as
+    jobs finish, including jobs submitted while iterating; a job's exception is its outcome.
+    """
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self._pool = None
+        self._pending: dict = {}
+        self._inline: list = []
+
+    def __enter__(self) -> _Workers:
+        if self.jobs > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            threads = max(1, (os.cpu_count() or 1) // self.jobs)
+            logger.info("running jobs in %d worker processes, %d torch thread(s) each", self.jobs, threads)
+            self._pool = ProcessPoolExecutor(
+                self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                initargs=(threads, logging.getLogger().getEffectiveLevel()),
+            )  # fmt: skip
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, key: tuple, fn, *args) -> None:
+        if self._pool is None:
+            self._inline.append((key, fn, args))
+        else:
+            self._pending[self._pool.submit(fn, *args)] = key
+
+    def results(self):
+        while self._inline:
+            key, fn, args = self._inline.pop(0)
+            try:
+                outcome = fn(*args)
+            except Exception as err:  # noqa: BLE001 - handed to the caller as the outcome
+                outcome = err
+            yield key, outcome
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        while self._pending:
+            done, _ = wait(list(self._pending), return_when=FIRST_COMPLETED)
+            for future in done:
+                key = self._pending.pop(future)
+                error = future.exception()
+                yield key, error if error is not None else future.result()
+
+
+def _init_worker(threads: int, level: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _compress(config: RunConfig, method: str, out: Path, corpus: Path) -> Path:
+    from harness.compression.methods import METHODS
+
+    logger.info("%s: compressing %s into %s", method, config.teacher, out)
+    options = {"sparsity": float(out.name.rsplit("-", 1)[1])} if method == "dphubert" else {}
+    device = None if config.device == "auto" else config.device
+    return METHODS.get(method)(config.teacher, out, corpus=corpus, preset=config.preset, device=device,
+                               seed=config.seed, **options)  # fmt: skip
+
+
+def _evaluate_candidate(config: RunConfig, candidate: Candidate, tasks: list[str], corpus: Path) -> list[str]:
+    """Evaluate ``candidate`` on each task; returns the failures (one task failing spares the others)."""
+    failures = []
+    for task in tasks:
+        try:
+            _evaluate(config, candidate, task, corpus)
+        except Exception as err:  # noqa: BLE001
+            failures.append(_failed(f"evaluation {candidate.label} / {task}", err))
+    return failures
 
 
 def _compression_jobs(config: RunConfig) -> list[tuple[str, Path]]:

@@ -21,14 +21,15 @@ def teacher(tmp_path_factory):
     return SpeechEncoder(tiny_config("hubert")).eval().save(tmp_path_factory.mktemp("t") / "teacher", measure_cost=False)
 
 
-def _args(tmp_path, teacher, corpus, methods_="convexity"):
-    return ["run", "--upstream", "pruned_hubert", "--tasks", "sid", "--methods", methods_, "--teacher", str(teacher),
+def _args(tmp_path, teacher, corpus, methods_="convexity", jobs="1"):
+    return ["run", "--jobs", jobs, "--upstream", "pruned_hubert", "--tasks", "sid", "--methods", methods_, "--teacher", str(teacher),
             "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--records", str(tmp_path / "records"),
             "--leaderboard", str(tmp_path / "lb"), "--cache", str(tmp_path / "cache"), "--max-steps", "5"]  # fmt: skip
 
 
 def test_run_end_to_end_then_resume(synth_corpus, teacher, tmp_path, capsys):
-    assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
+    # two spawned workers: the compression and the reference evaluations overlap
+    assert harness_main(_args(tmp_path, teacher, synth_corpus, jobs="2")) == 0
     records = load_records(tmp_path / "records")
     kinds = {(r["upstream"]["name"], (r["upstream"].get("compression") or {}).get("method")) for r in records}
     assert kinds == {("fbank", None), ("pruned_hubert", None), ("pruned_hubert", "convexity")}

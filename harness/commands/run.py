@@ -44,6 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", type=Path, default=Path("data/cache"), help="feature cache (default: data/cache)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every method and head (default: 0)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on downstream training steps (quick checks)")
+    parser.add_argument("--jobs", default="auto",
+                        help="parallel worker processes; compressions and evaluations overlap (default auto: "
+                        "2 on a CPU with 2+ cores, 1 with a GPU)")
     parser.set_defaults(func=_run)  # fmt: skip
 
 
@@ -58,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     if not sparsities or not all(0 < s < 1 for s in sparsities):
         raise ValueError(f"--sparsity {args.sparsity!r}: every level must be between 0 and 1 (exclusive)")
     config = RunConfig(
+        jobs=_jobs(args.jobs, args.device),
         upstream=args.upstream,
         tasks=[t for t in args.tasks.split(",") if t],
         methods=[m for m in args.methods.split(",") if m],
@@ -75,3 +79,25 @@ def _run(args: argparse.Namespace) -> int:
         command="harness " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("harness") else None,
     )
     return run(config)
+
+
+def _jobs(value: str, device: str) -> int:
+    """``--jobs``: a number, or ``auto`` (one per CPU core up to two; one when the run uses a GPU)."""
+    if value != "auto":
+        try:
+            jobs = int(value)
+        except ValueError:
+            jobs = 0
+        if jobs < 1:
+            raise ValueError(f"--jobs {value!r}: give a whole number >= 1 or auto")
+        return jobs
+    import os
+
+    if device.startswith("cuda"):
+        return 1
+    if device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return 1
+    return max(1, min(2, os.cpu_count() or 1))
