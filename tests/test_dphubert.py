@@ -223,6 +223,19 @@ def test_compact_model_equals_masked_model(teacher_dir):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
 
 
+def test_cost_of_a_model_with_bias_only_blocks_is_recorded(tmp_path, caplog):
+    """Zero heads / zero FFN units once made the MAC counter fail, leaving the checkpoint without cost.json."""
+    teacher = tiny_teacher()
+    shapes = teacher.mask_shapes()
+    teacher.set_masks({"layer.0.heads": torch.zeros(shapes["layer.0.heads"]),
+                       "layer.2.ffn_units": torch.zeros(shapes["layer.2.ffn_units"])})  # fmt: skip
+    compact = teacher.prune()
+    with caplog.at_level("WARNING", logger=dphubert.logger.name):
+        dphubert._record_cost(compact, tmp_path)
+    assert "could not measure the cost" not in caplog.text
+    assert json.loads((tmp_path / "cost.json").read_text())["macs"] > 0
+
+
 def test_killed_run_resumes_to_the_same_result(synth_corpus, teacher_dir, tmp_path, monkeypatch):
     options = dict(preset="demo", device="cpu", sparsity=0.6, stage1_steps=10, stage2_steps=6, measure_cost=False, **FAST)
     whole = dphubert.compress_dphubert(str(teacher_dir), tmp_path / "whole", corpus=synth_corpus, **options)

@@ -60,6 +60,30 @@ def test_pruned_model_costs_less_and_report_is_consistent():
     assert "params" in full.summary() and "RTF" in full.summary()
 
 
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_bias_only_blocks_are_counted(family):
+    """A layer pruned to zero heads (and one to zero FFN units) keeps its masked output and can be costed."""
+    torch.manual_seed(0)
+    model = SpeechEncoder(tiny_config(family)).eval()
+    shapes = model.mask_shapes()
+    model.set_masks({"layer.0.heads": torch.zeros(shapes["layer.0.heads"]),
+                     "layer.2.ffn_units": torch.zeros(shapes["layer.2.ffn_units"])})  # fmt: skip
+    waves = torch.randn(1, 8000)
+    with torch.no_grad():
+        masked, _ = model(waves)
+        compact = model.prune()
+        pruned, _ = compact(waves)
+    assert compact.config.num_heads[0] == 0 and compact.config.ffn_dims[2] == 0
+    for expected, actual in zip(masked, pruned, strict=True):
+        torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+    report = measure_cost(compact, seconds=1.0, latency=False)
+    assert 0 < report.macs == hand_count_macs(compact.config, 16000) < count_macs(model, seconds=1.0)
+    attention = compact.transformer.layers[0].attention
+    x = torch.randn(2, 5, compact.config.embed_dim, requires_grad=True)
+    attention(x).sum().backward()  # the bias still receives its gradient outside no_grad
+    torch.testing.assert_close(attention.out_proj.bias.grad, torch.full_like(attention.out_proj.bias, 10.0))
+
+
 def test_measure_cost_accepts_checkpoints_and_s3prl_experts(tmp_path):
     model = SpeechEncoder(tiny_config("wav2vec2"))
     model.save(tmp_path, measure_cost=False)

@@ -336,7 +336,9 @@ class SelfAttention(nn.Module):
             raise ValueError(f"expected [batch, frame, {self.embed_dim}] input, got {list(x.shape)}")
         batch, frames, _ = x.shape
         if self.num_heads == 0:
-            return self.out_proj.bias.to(x.dtype).expand(batch, frames, self.embed_dim)
+            # a new tensor, not an expanded view of the bias: a view of a parameter made under no_grad
+            # has requires_grad but no grad_fn, which torch.utils.flop_counter's module hooks reject
+            return torch.zeros_like(x) + self.out_proj.bias.to(x.dtype)
         shape = (batch, frames, self.num_heads, self.head_dim)
         q = self.q_proj(x).view(shape).transpose(1, 2)  # [batch, head, frame, head_dim]
         k = self.k_proj(x).view(shape).transpose(1, 2)
