@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -354,20 +355,59 @@ def test_options_and_presets():
     import argparse
 
     parser = argparse.ArgumentParser()
-    dphubert.add_arguments(parser)
+    dests = dphubert.add_arguments(parser)
+    fields = {f.name for f in dataclasses.fields(dphubert.DPHuBERTConfig)}
+    assert set(dests) <= fields and set(vars(parser.parse_args([]))) == set(dests)  # every option is a config field
     args = vars(parser.parse_args(["--sparsity", "0.5", "--stage1-steps", "7", "--distill-layers", "0,2,4"]))
     sparsity = args.pop("sparsity")
-    config = dphubert.resolve_config("paper", sparsity, {**args, "labels": "all"})
+    config = dphubert.resolve_config("paper", sparsity, args)
     assert config.sparsity == 0.5 and config.stage1_steps == 7 and config.distill_layers == [0, 2, 4]
     assert config.stage2_steps == 25_000 and config.reg_lr == 0.02 and config.stage1_lr == 2e-4
-    with pytest.raises(ValueError, match="unknown DPHuBERT options"):
-        dphubert.resolve_config("demo", 0.75, {"stage3_steps": 1})
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--distill-layers", "0,four"])
+    for foreign in ({"stage3_steps": 1}, {"labels": "all"}):  # never silently dropped
+        with pytest.raises(ValueError, match="unknown DPHuBERT options"):
+            dphubert.resolve_config("demo", 0.75, foreign)
     with pytest.raises(ValueError, match="unknown DPHuBERT preset"):
         dphubert.resolve_config("huge", 0.75, {})
     with pytest.raises(ValueError, match="sparsity"):
         dphubert.resolve_config("demo", 1.5, {})
     assert dphubert.default_distill_layers(12) == [0, 4, 8, 12]
     assert dphubert.default_distill_layers(6) == [0, 2, 4, 6]
+
+
+def test_compress_command_passes_every_dphubert_option(tmp_path, monkeypatch, caplog):
+    from harness.cli import main as harness_main
+    from harness.compression.methods import METHODS
+
+    calls = []
+
+    def fake_compress(teacher, out, **kwargs):
+        calls.append(kwargs)
+        return out
+
+    monkeypatch.setattr(METHODS, "get", lambda name: fake_compress)
+    (tmp_path / "corpus.json").write_text("{}")  # resolve_corpus only checks that the corpus is prepared
+    common = ["--corpus", str(tmp_path), "--out", str(tmp_path / "out")]
+    argv = ["compress", "--method", "dphubert", "--stage1-steps", "3", "--save-every", "2", "--stage2-lr", "1e-3",
+            "--distill-layers", "0,2", "--prune", "heads,ffn_units", "--prune-blocks", "--threads", "1", *common]  # fmt: skip
+    assert harness_main(argv) == 0
+    kwargs = calls.pop()
+    options = {k: v for k, v in kwargs.items() if k not in ("corpus", "preset", "device")}
+    assert options == {"seed": 0, "stage1_steps": 3, "save_every": 2, "stage2_lr": 1e-3, "distill_layers": [0, 2],
+                       "prune": ["heads", "ffn_units"], "prune_blocks": True, "threads": 1}  # fmt: skip
+    assert kwargs["preset"] == "demo" and "sparsity" not in kwargs  # unset: compress_dphubert's default
+    config = dphubert.resolve_config(kwargs["preset"], 0.75, options)  # the names are the config's fields
+    assert (config.stage1_steps, config.save_every, config.stage2_lr, config.prune_blocks) == (3, 2, 1e-3, True)
+    assert config.stage2_steps == dphubert.PRESETS["demo"].stage2_steps
+
+    assert harness_main(["compress", "--method", "convexity", "--labels", "word", *common]) == 0
+    assert calls.pop() == {"corpus": tmp_path, "preset": "demo", "device": None, "seed": 0, "labels": "word"}
+    with caplog.at_level("ERROR"):  # an option of the other method is refused, naming it
+        assert harness_main(["compress", "--method", "convexity", "--stage1-steps", "3", *common]) == 2
+        assert harness_main(["compress", "--method", "dphubert", "--rule", "peak", *common]) == 2
+    assert "--method convexity does not take --stage1-steps" in caplog.text
+    assert "--method dphubert does not take --rule" in caplog.text and not calls
 
 
 def test_bucketed_batches_resume_and_split_between_processes():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from harness.compression import dphubert_options
+
 logger = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
@@ -34,16 +36,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="demo", help="demo (CPU, minutes) or paper (the paper's schedule)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    convexity = parser.add_argument_group("convexity")
-    convexity.add_argument("--labels", default="all", help="word, phone, speaker or all (default: all)")
-    convexity.add_argument("--rule", default="peak", help="peak (default) or plateau: where the kept layers end")
+    convexity = parser.add_argument_group("convexity", "options of --method convexity")
+    convexity.add_argument("--labels", default=None, help="word, phone, speaker or all (default: all)")
+    convexity.add_argument("--rule", default=None, help="peak (default) or plateau: where the kept layers end")
     convexity.add_argument("--max-points", type=int, default=None,
-                           help="labelled segments per label type (default: demo 2000, paper 5000)")
-    dphubert = parser.add_argument_group("dphubert")
-    dphubert.add_argument("--sparsity", type=float, default=0.75, help="target fraction of parameters removed (default 0.75)")
-    dphubert.add_argument("--stage1-steps", type=int, default=None, help="override the preset's distill+prune steps")
-    dphubert.add_argument("--stage2-steps", type=int, default=None, help="override the preset's final distillation steps")
-    parser.set_defaults(func=_run)
+                           help="labelled segments per label type (default: demo 2000, paper 5000)")  # fmt: skip
+    dphubert = parser.add_argument_group("dphubert", "options of --method dphubert (defaults: the preset's)")
+    dphubert_options.add_arguments(dphubert)
+    # each method receives the options of its own group (their destinations are its keyword names)
+    parser.set_defaults(func=_run, method_options={"convexity": _dests(convexity), "dphubert": _dests(dphubert)})
+
+
+def _dests(group: argparse._ArgumentGroup) -> list[str]:
+    return [action.dest for action in group._group_actions]
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The keyword options for ``--method``'s compress function: ``--seed`` and the given options of its group.
+
+    Options left at None are not passed (the method's preset decides). An option of another
+    method's group raises ``ValueError`` naming it, rather than being ignored.
+    """
+    groups: dict[str, list[str]] = args.method_options
+    given = {name for names in groups.values() for name in names if getattr(args, name) is not None}
+    own = set(groups.get(args.method, ()))
+    foreign = sorted(given - own)
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise ValueError(f"--method {args.method} does not take {flags}")
+    return {"seed": args.seed, **{name: getattr(args, name) for name in sorted(given & own)}}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -52,13 +73,9 @@ def _run(args: argparse.Namespace) -> int:
     from harness.defaults import DEFAULT_TEACHER
 
     compress = METHODS.get(args.method)
+    options = method_options(args)
     teacher = args.teacher or str(DEFAULT_TEACHER)
-    options = {"labels": args.labels, "rule": args.rule, "max_points": args.max_points, "seed": args.seed,
-               "sparsity": args.sparsity}  # fmt: skip
-    if args.stage1_steps is not None:
-        options["stage1_steps"] = args.stage1_steps
-    if args.stage2_steps is not None:
-        options["stage2_steps"] = args.stage2_steps
+    logger.debug("%s options: %s", args.method, options)
     out = compress(teacher, args.out, corpus=resolve_corpus(args.corpus), preset=args.preset, device=args.device, **options)
     logger.info("compact checkpoint written to %s", out)
     return 0

@@ -42,7 +42,6 @@ ours; utterances longer than ``crop_seconds`` are cropped rather than skipped.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -60,6 +59,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from harness import training
+from harness.compression.dphubert_options import add_arguments  # noqa: F401 - the recipe's options, torch-free
 from harness.compression.hardconcrete import UNIT_KINDS, EncoderGates
 from harness.files import atomic_open, write_json
 from upstreams.checkpoint import is_compact_checkpoint, load_compact
@@ -124,37 +124,13 @@ PRESETS = {
     ),  # fmt: skip
 }
 
-#: Options of ``harness compress`` that other methods use; DPHuBERT ignores them.
-FOREIGN_OPTIONS = {"labels", "rule", "max_points"}
-
-
-def add_arguments(parser: argparse._ActionsContainer) -> None:
-    """DPHuBERT's options for ``harness compress`` (defaults None: the preset decides)."""
-    parser.add_argument("--sparsity", type=float, default=0.75, help="fraction of the teacher's parameters to remove (default 0.75)")
-    parser.add_argument("--stage1-steps", type=int, default=None, help="distill+prune steps (paper 50000, demo 200)")
-    parser.add_argument("--stage2-steps", type=int, default=None, help="final distillation steps of the pruned model (paper 25000, demo 60)")
-    parser.add_argument("--stage1-lr", type=float, default=None, help="peak learning rate of stage 1 (paper 2e-4)")
-    parser.add_argument("--stage2-lr", type=float, default=None, help="peak learning rate of stage 2 (paper 1e-4)")
-    parser.add_argument("--reg-lr", type=float, default=None, help="learning rate of the gates; the multipliers use minus this (paper 0.02)")
-    parser.add_argument("--batch-seconds", type=float, default=None, help="seconds of audio per batch and process (paper 160)")
-    parser.add_argument("--crop-seconds", type=float, default=None, help="longest crop per utterance (paper 15.625)")
-    parser.add_argument("--distill-layers", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                        help="hidden states to distil, e.g. 0,4,8,12 (default: 0 and every L/3-th)")  # fmt: skip
-    parser.add_argument("--prune", type=lambda s: s.split(","), default=None,
-                        help="structures to gate, from conv,heads,ffn_units (default: all three as in the paper; no conv for "
-                        "layer-norm extractors, whose pruning is not exact)")  # fmt: skip
-    parser.add_argument("--prune-blocks", action="store_const", const=True, default=None,
-                        help="also gate whole attention and FFN blocks (the paper's recipe does not)")  # fmt: skip
-    parser.add_argument("--save-every", type=int, default=None, help="steps between resume points (paper 1000, demo 50)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (demo 1; paper: torch's default)")
-
 
 def resolve_config(preset: str, sparsity: float, options: dict) -> DPHuBERTConfig:
     """The preset with ``sparsity`` and non-None ``options`` applied; unknown options are refused."""
     if preset not in PRESETS:
         raise ValueError(f"unknown DPHuBERT preset {preset!r}; choose one of {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(DPHuBERTConfig)}
-    overrides = {k: v for k, v in options.items() if v is not None and k not in FOREIGN_OPTIONS}
+    overrides = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown DPHuBERT options {unknown}; known: {', '.join(sorted(fields))}")
