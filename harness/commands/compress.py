@@ -11,6 +11,7 @@ logger = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
   harness compress --method convexity --labels all --rule peak --out runs/convexity
+  harness compress --method convexity --labels speaker --finetune sid --out runs/convexity-sid
   harness compress --method dphubert --sparsity 0.75 --corpus synth --preset demo --out runs/dphubert-0.75
   harness compress --method convexity --teacher facebook/hubert-base-ls960 --corpus speech_commands:/data/sc --labels word --out runs/hubert-cvx
 
@@ -41,6 +42,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     convexity.add_argument("--rule", default=None, help="peak (default) or plateau: where the kept layers end")
     convexity.add_argument("--max-points", type=int, default=None,
                            help="labelled segments per label type (default: demo 2000, paper 5000)")  # fmt: skip
+    convexity.add_argument("--finetune", default=None, metavar="TASK",
+                           help="then fine-tune the pruned model and, for comparison, the full teacher end to end with "
+                           "TASK's head (asr, pr, sid or slu); writes OUT/finetune-TASK.json (test metric, training "
+                           "and inference time of both) and OUT/finetuned-TASK/; skipped if that JSON exists")
+    convexity.add_argument("--finetune-steps", type=int, default=None, metavar="N",
+                           help="override the fine-tuning preset's steps (demo 40, paper 20000)")
     dphubert = parser.add_argument_group("dphubert", "options of --method dphubert (defaults: the preset's)")
     dphubert_options.add_arguments(dphubert)
     # each method receives the options of its own group (their destinations are its keyword names)

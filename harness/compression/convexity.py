@@ -8,8 +8,12 @@
 3. Keep the transformer layers up to where convexity peaks or stops rising
    (``harness.compression.layer_selection``), truncate the teacher, save a compact checkpoint.
 
+4. With ``finetune=TASK``: fine-tune the pruned encoder and, for comparison, the full teacher
+   end to end with the task's head (``harness.compression.finetune``).
+
 Outputs in ``out``: the compact checkpoint (``config.json``, ``model.safetensors``, ``cost.json``),
-``convexity.json`` (curves, probes, block influence, the rule and the choice) and ``convexity.png``.
+``convexity.json`` (curves, probes, block influence, the rule and the choice) and ``convexity.png``;
+with ``finetune``, also ``finetune-TASK.json`` and ``finetuned-TASK/``.
 """
 
 from __future__ import annotations
@@ -152,9 +156,13 @@ def compress_convexity(
     rule: str = "peak",
     max_points: int | None = None,
     seed: int = 0,
+    finetune: str | None = None,
+    finetune_steps: int | None = None,
     **unused,
 ) -> Path:
-    """Score the teacher's layers, choose how many to keep, write the truncated compact checkpoint."""
+    """Score the teacher's layers, choose how many to keep, write the truncated compact checkpoint;
+    with ``finetune`` (a task name), then fine-tune it and the teacher on that task and compare."""
+    from harness.compression.finetune import check_task_data, finetune_pair
     from upstreams import load_upstream
 
     out = Path(out)
@@ -165,6 +173,10 @@ def compress_convexity(
     for label_type in label_types:
         if label_type not in LABEL_TYPES:
             raise ValueError(f"--labels {labels!r}: unknown label type {label_type!r}; use word, phone, speaker or all")
+    if finetune is not None:
+        check_task_data(finetune, corpus, preset)  # fail before the scoring, not after
+    elif finetune_steps is not None:
+        raise ValueError("--finetune-steps needs --finetune TASK")
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_upstream(teacher)
     started = time.perf_counter()
@@ -217,4 +229,7 @@ def compress_convexity(
     plot_convexity(curves, out / "convexity.png", selection=selection, title=f"Graph convexity per layer: {teacher}")
     logger.info("convexity pruning: %s; kept %d of %d layers (%.1f %% fewer parameters)",
                 selection.reason, selection.num_layers, model.config.num_layers, 100 * sparsity)  # fmt: skip
+    if finetune is not None:
+        finetune_pair(out, teacher, finetune, corpus=corpus, preset=preset, device=str(torch_device), seed=seed,
+                      steps=finetune_steps)  # fmt: skip
     return out

@@ -1,0 +1,93 @@
+"""``--finetune TASK``: the pruned model and the full teacher fine-tuned end to end, then compared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness.cli import main as harness_main
+from harness.compression import finetune
+from harness.compression.finetune import FinetuneConfig, finetune_pair
+from harness.registry import UnknownNameError
+from tasks.corpora.manifest import ManifestError
+from upstreams import tiny_config
+from upstreams.checkpoint import load_compact
+from upstreams.model import SpeechEncoder
+
+FAST = FinetuneConfig(steps=30, batch_size=8, encoder_lr=1e-3, head_lr=1e-2, eval_every=10, warmup=0.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A random 4-layer teacher and its first two layers, as compact checkpoints."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    teacher = SpeechEncoder(tiny_config("hubert")).eval()
+    return teacher.save(root / "teacher", measure_cost=False), teacher.truncate(2).save(root / "pruned", measure_cost=False)
+
+
+def test_finetune_compares_pruned_with_full(synth_corpus, models, tmp_path, monkeypatch):
+    teacher, pruned = models
+    weights_before = (pruned / "model.safetensors").read_bytes()
+    path = finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=tmp_path, device="cpu", schedule=FAST)
+    assert path == tmp_path / "finetune-sid.json"
+    report = json.loads(path.read_text())
+    small, full = report["models"]["pruned"], report["models"]["full"]
+    assert (small["num_layers"], full["num_layers"]) == (2, 4) and small["params"] < full["params"]
+    assert report["schedule"]["head_lr"] == 1e-2 and report["schedule"]["steps"] == 30 and report["seeds"] == {"train": 0}
+    for model in (small, full):
+        assert model["training"]["train_s"] > 0 and model["training"]["train_s_per_step"] > 0
+        assert model["inference"]["inference_s_per_audio_s"] > 0 and model["inference"]["test_audio_s"] > 0
+        assert 0 <= model["test"]["accuracy"] <= 100 and model["best_step"] in (10, 20, 30)
+        losses = [h["train_loss"] for h in model["history"]]
+        assert len(losses) == 3 and losses[-1] < losses[0]  # it learns
+    assert report["comparison"]["params_ratio"] < 1 and report["comparison"]["inference_time_ratio"] > 0
+
+    # the fine-tuned pruned encoder is saved beside, the convexity checkpoint is left as it was
+    tuned = load_compact(tmp_path / "finetuned-sid")
+    assert tuned.config.num_layers == 2 and (tmp_path / "finetuned-sid" / "head.safetensors").is_file()
+    assert not torch.equal(tuned.state_dict()["transformer.layers.0.feed_forward.intermediate_dense.weight"],
+                           load_compact(pruned).state_dict()["transformer.layers.0.feed_forward.intermediate_dense.weight"])  # fmt: skip
+    assert (pruned / "model.safetensors").read_bytes() == weights_before
+
+    # a rerun finds the report and trains nothing
+    monkeypatch.setattr(finetune, "finetune_model", lambda *a, **k: pytest.fail("retrained"))
+    assert finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=tmp_path, schedule=FAST) == path
+
+
+def test_unknown_task_and_missing_manifests(synth_corpus, tmp_path):
+    with pytest.raises(UnknownNameError, match="Known tasks: asr, pr, sid, slu"):
+        finetune.check_task_data("spk", synth_corpus, "demo")
+    corpus = tmp_path / "asr-only"
+    for split in ("train", "valid", "test"):
+        (corpus / "manifests" / "asr").mkdir(parents=True, exist_ok=True)
+        (corpus / "manifests" / "asr" / f"{split}.csv").touch()
+    with pytest.raises(ManifestError, match=r"'sid' needs manifests/sid/.*has tasks: asr"):
+        finetune.check_task_data("sid", corpus, "demo")
+    with pytest.raises(ValueError, match="fine-tuning preset"):
+        finetune.check_task_data("sid", synth_corpus, "huge")
+
+
+def test_cli_finetune_option(synth_corpus, models, tmp_path):
+    teacher, _ = models
+    common = ["compress", "--teacher", str(teacher), "--corpus", str(synth_corpus)]
+    code = harness_main([*common, "--method", "convexity", "--labels", "speaker", "--max-points", "40",
+                         "--finetune", "pr", "--finetune-steps", "2", "--out", str(tmp_path / "c")])  # fmt: skip
+    assert code == 0
+    report = json.loads((tmp_path / "c" / "finetune-pr.json").read_text())
+    assert report["schedule"]["steps"] == 2 and set(report["models"]) == {"pruned", "full"}
+    assert "per" in report["models"]["pruned"]["test"]
+    # bad names fail before any work; --finetune belongs to convexity
+    assert harness_main([*common, "--method", "convexity", "--finetune", "sdi", "--out", str(tmp_path / "d")]) == 2
+    assert not (tmp_path / "d").exists()
+    assert harness_main([*common, "--method", "dphubert", "--finetune", "sid", "--out", str(tmp_path / "e")]) == 2
