@@ -19,12 +19,7 @@ from upstreams.model import SpeechEncoder
 FAST = FinetuneConfig(steps=30, batch_size=8, encoder_lr=1e-3, head_lr=1e-2, eval_every=10, warmup=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

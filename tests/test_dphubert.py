@@ -32,13 +32,7 @@ def tiny_teacher(seed: int = 0, family: str = "hubert") -> SpeechEncoder:
     return model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads wait on each other for tiny ops."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

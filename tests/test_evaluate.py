@@ -61,12 +61,7 @@ def tiny_upstream(monkeypatch):
     return TinyExpert
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(*args: str) -> int:

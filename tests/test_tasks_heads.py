@@ -13,13 +13,7 @@ from tasks.pr import LinearHeadConfig
 from tasks.registry import get_task, task_names
 from tasks.sid import PoolingHeadConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fit(task, head, features, lengths, references, steps, lr):
