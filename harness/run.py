@@ -182,6 +182,10 @@ class _Workers:
 
 
 def _init_worker(threads: int, level: int) -> None:
+    """Give a fresh worker its share of threads, for torch and for the BLAS/OpenMP pools that
+    numpy, scipy and scikit-learn load later (they read these variables when first loaded)."""
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
     import torch
 
     torch.set_num_threads(threads)

@@ -26,7 +26,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pandas as pd
@@ -98,10 +98,19 @@ def upstream_identity(record: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "upstream": str(upstream["name"]),
         "method": _scalar(compression.get("method")),
-        "teacher": _scalar(compression.get("teacher")),
+        "teacher": _teacher_name(compression.get("teacher")),
         "sparsity": _scalar(compression.get("sparsity")),
         "checkpoint": str(digest)[:12] if digest else None,
     }
+
+
+def _teacher_name(value: Any) -> str | float | int | None:
+    """A local teacher directory or file by its name (``synth-hubert-tiny``), not by the absolute
+    path of the machine that ran it; hub names and ``torchaudio:BUNDLE`` specs stay as they are.
+    Rows stay distinct through the checkpoint hash."""
+    if isinstance(value, str) and value.startswith("/"):
+        return PurePath(value).name
+    return _scalar(value)
 
 
 def _scalar(value: Any) -> str | float | int | None:

@@ -205,3 +205,13 @@ def test_cli_without_records_fails_clearly(tmp_path, caplog):
     (tmp_path / "empty").mkdir()
     assert main(["leaderboard", "--records", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no run records" in caplog.text
+
+
+def test_local_teacher_shows_by_name_and_hub_teacher_as_given():
+    from leaderboard.aggregate import upstream_identity
+
+    record = make_record("pruned_hubert", "sid", 50.0, method="dphubert", sparsity=0.75, ckpt="/x/dphubert")
+    record["upstream"]["compression"]["teacher"] = "/tmp/clone/upstreams/teachers/synth-hubert-tiny"
+    assert upstream_identity(record)["teacher"] == "synth-hubert-tiny"
+    record["upstream"]["compression"]["teacher"] = "facebook/hubert-base-ls960"
+    assert upstream_identity(record)["teacher"] == "facebook/hubert-base-ls960"
