@@ -86,8 +86,10 @@ def run(config: RunConfig) -> int:
     except Exception as err:  # noqa: BLE001 - reported, and the other steps go on
         failures.append(_failed("teacher conversion", err))
     compressions, compressed = [], []
+    teacher_hash = _teacher_hash(config)
     for method, out in _compression_jobs(config):
         if _is_complete_checkpoint(out):
+            _check_same_teacher(out, teacher_hash)
             logger.info("%s: reusing the finished checkpoint %s", out.name, out)
             compressed.append(Candidate(out.name, config.upstream, str(out)))
         else:
@@ -96,7 +98,7 @@ def run(config: RunConfig) -> int:
     with _Workers(config.jobs) as workers:
         # longest first: compressions (the compressed models' evaluations wait for them), then references
         for method, out in compressions:
-            workers.submit(("compress", method, out), _compress, config, method, out, corpus)
+            workers.submit(("compress", method, out), _compress, config, method, out, corpus, teacher_hash)
         for candidate in references + compressed:
             _submit_evaluation(workers, config, candidate, corpus)
         for (kind, *what), outcome in workers.results():
@@ -192,14 +194,45 @@ def _init_worker(threads: int, level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def _compress(config: RunConfig, method: str, out: Path, corpus: Path) -> Path:
+def _compress(config: RunConfig, method: str, out: Path, corpus: Path, teacher_hash: str | None) -> Path:
     from harness.compression.methods import METHODS
+    from harness.files import write_json
 
     logger.info("%s: compressing %s into %s", method, config.teacher, out)
     options = {"sparsity": float(out.name.rsplit("-", 1)[1])} if method == "dphubert" else {}
     device = None if config.device == "auto" else config.device
-    return METHODS.get(method)(config.teacher, out, corpus=corpus, preset=config.preset, device=device,
-                               seed=config.seed, **options)  # fmt: skip
+    result = METHODS.get(method)(config.teacher, out, corpus=corpus, preset=config.preset, device=device,
+                                 seed=config.seed, **options)  # fmt: skip
+    write_json(out / TEACHER_STAMP, {"teacher": config.teacher, "teacher_sha256": teacher_hash})
+    return result
+
+
+#: Written beside each compact checkpoint the pipeline makes: which teacher (by content) it came from.
+TEACHER_STAMP = "run_teacher.json"
+
+
+def _teacher_hash(config: RunConfig) -> str | None:
+    from harness.features import checkpoint_hash
+
+    try:
+        return checkpoint_hash(config.teacher)
+    except FileNotFoundError:
+        return None  # the teacher conversion reports it
+
+
+def _check_same_teacher(out: Path, teacher_hash: str | None) -> None:
+    """Refuse to reuse a checkpoint compressed from another teacher (a retrained one at the same path, say)."""
+    import json
+
+    stamp = out / TEACHER_STAMP
+    if teacher_hash is None or not stamp.is_file():
+        return
+    recorded = json.loads(stamp.read_text(encoding="utf-8")).get("teacher_sha256")
+    if recorded is not None and recorded != teacher_hash:
+        raise ValueError(
+            f"{out} was compressed from another teacher (its {TEACHER_STAMP} records sha256 {recorded[:12]}, "
+            f"the teacher now is {teacher_hash[:12]}); give another --out or delete {out}"
+        )
 
 
 def _evaluate_candidate(config: RunConfig, candidate: Candidate, tasks: list[str], corpus: Path) -> list[str]:

@@ -65,3 +65,12 @@ def test_bad_options_fail_before_any_work(tmp_path, teacher, synth_corpus):
     jobs = pipeline._compression_jobs(pipeline.RunConfig(methods=["convexity", "dphubert"], sparsities=[0.5, 0.75]))
     assert [p.name for _, p in jobs] == ["convexity", "dphubert-0.5", "dphubert-0.75"]
     assert json.dumps([m for m, _ in jobs]) == '["convexity", "dphubert", "dphubert"]'
+
+
+def test_a_checkpoint_from_another_teacher_is_not_reused(synth_corpus, teacher, tmp_path, caplog):
+    assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
+    assert json.loads((tmp_path / "out" / "convexity" / pipeline.TEACHER_STAMP).read_text())["teacher_sha256"]
+    torch.manual_seed(1)  # a retrained teacher: same architecture, other weights
+    other = SpeechEncoder(tiny_config("hubert")).eval().save(tmp_path / "retrained", measure_cost=False)
+    assert harness_main(_args(tmp_path, other, synth_corpus)) == 2
+    assert "was compressed from another teacher" in caplog.text and "give another --out" in caplog.text
