@@ -119,9 +119,10 @@ def run(config: RunConfig) -> int:
 
 def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> None:
     """Queue the tasks of ``candidate`` that have no record yet, as one job (they share its features)."""
+    recorded = _recorded_tasks(config, candidate, corpus)  # read the records and hash the checkpoint once
     tasks = []
     for task in config.tasks:
-        if _has_record(config, candidate, task, corpus):
+        if task in recorded:
             logger.info("%s / %s: record exists, skipped", candidate.label, task)
         else:
             tasks.append(task)
@@ -275,26 +276,27 @@ def _is_complete_checkpoint(path: Path) -> bool:
     return is_compact_checkpoint(path) and (path / "model.safetensors").is_file()
 
 
-def _has_record(config: RunConfig, candidate: Candidate, task: str, corpus: Path) -> bool:
+def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> set[str]:
+    """Tasks that already have a record for this (upstream, checkpoint, corpus, preset)."""
     from harness.features import checkpoint_hash
     from harness.records import load_records
     from tasks.corpora.manifest import CorpusInfo
 
     if not config.records_dir.is_dir():
-        return False
+        return set()
     fingerprint = CorpusInfo.read(corpus).fingerprint
     ckpt_hash = checkpoint_hash(candidate.ckpt)
+    done = set()
     for record in load_records(config.records_dir):
         upstream = record.get("upstream", {})
         if (
             upstream.get("name") == candidate.upstream
             and upstream.get("ckpt_sha256") == ckpt_hash
-            and record.get("task", {}).get("name") == task
             and record.get("corpus", {}).get("fingerprint") == fingerprint
             and record.get("config", {}).get("preset") == config.preset
         ):
-            return True
-    return False
+            done.add(record.get("task", {}).get("name"))
+    return done
 
 
 def _evaluate(config: RunConfig, candidate: Candidate, task: str, corpus: Path) -> None:
