@@ -5,7 +5,13 @@ masked frames; iteration 2 predicts k-means clusters of an intermediate layer of
 model. Span masking, cosine-similarity logits against learned cluster embeddings, cross-entropy on
 masked frames only.
 
-Two departures from the paper, both because a CPU budget is thousands of steps, not 400k:
+Three departures from the paper, all because a CPU budget is thousands of steps, not 400k:
+
+- the unmasked frames are predicted too (``unmasked_weight``, fairseq's ``pred_nomask_weight``;
+  the paper uses 0). It gives the early layers a direct, local signal: after 500 steps of
+  iteration 1 on SynthSpeech small, PER of the frozen features on SynthSpeech tiny (demo head)
+  was 58.8 with weight 1 against 84.0 with the masked loss alone, and the masked loss itself fell
+  faster (4.17 vs 4.38 at steps 300-400).
 
 - features are normalised per utterance before k-means (``target_cmvn``). On SynthSpeech small,
   MFCC clusters then carry more phone information (NMI 0.371 vs 0.348) and less speaker
@@ -89,6 +95,7 @@ class PretrainConfig:
     grad_clip: float = 10.0
     mask_prob: float = 0.8
     mask_span: int = 10
+    unmasked_weight: float = 0.0  # weight of the cross-entropy on unmasked frames (fairseq's pred_nomask_weight)
     final_dim: int = 128
     temperature: float = 0.1
     save_every: int = 100
@@ -115,10 +122,11 @@ class PretrainConfig:
 
 
 PRESETS = {
-    "tiny": PretrainConfig(),
+    "tiny": PretrainConfig(unmasked_weight=1.0, steps=[3000, 3000]),
     "small": PretrainConfig(
         layers=8, embed_dim=384, heads=6, ffn_dim=1536, conv_channels=256, pos_conv_kernel=128,
         clusters=[100, 250], feature_layer=4, steps=[20_000, 20_000], batch_size=16, crop_seconds=4.0,
+        unmasked_weight=1.0,
     ),  # fmt: skip
 }
 
@@ -365,10 +373,17 @@ def train_iteration(
         mask = training.span_mask(len(batch), frames, config.mask_prob, config.mask_span, mask_generator, runtime.device)
         with runtime.autocast():
             hidden, _ = trained(wav, frame_mask=mask)
-            logits = head(model.last_hidden_state(hidden)[mask])
-        loss = F.cross_entropy(logits.float(), labels[mask])
+            last = model.last_hidden_state(hidden)
+            logits = head(last[mask])
+            unmasked_logits = head(last[~mask]) if config.unmasked_weight > 0 else None
+        loss = F.cross_entropy(logits.float(), labels[mask])  # the masked-prediction loss, logged as "loss"
+        total_loss = loss
+        unmasked_loss = None
+        if unmasked_logits is not None and unmasked_logits.shape[0] > 0:
+            unmasked_loss = F.cross_entropy(unmasked_logits.float(), labels[~mask])
+            total_loss = loss + config.unmasked_weight * unmasked_loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total_loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -379,6 +394,8 @@ def train_iteration(
         if log is not None:
             entry = {"step": step, "loss": round(loss.item(), 5), "masked_accuracy": round(accuracy, 5),
                      "lr": scheduler.get_last_lr()[0], "grad_norm": round(float(grad_norm), 4), "time": time.time()}  # fmt: skip
+            if unmasked_loss is not None:
+                entry["unmasked_loss"] = round(unmasked_loss.item(), 5)
             log.write(json.dumps(entry) + "\n")
             log.flush()
         if runtime.is_main and (step % config.save_every == 0 or step == total):

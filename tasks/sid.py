@@ -58,7 +58,7 @@ class SID(ClassificationTask):
     presets = {
         "demo": TaskPreset(
             head=PoolingHeadConfig(),
-            train=TrainConfig(steps=400, batch_size=16, lr=1e-3, lr_grid=(1e-3, 3e-3, 1e-2), eval_every=100),
+            train=TrainConfig(steps=1500, batch_size=16, lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2), eval_every=100),
         ),
         "paper": TaskPreset(
             head=PoolingHeadConfig(),

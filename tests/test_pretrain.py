@@ -48,6 +48,21 @@ def test_loss_falls_and_teacher_is_written(synth_corpus, tmp_path):
         recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides={**SMALL, "steps": [41, 12]})
 
 
+def test_unmasked_frames_add_their_own_loss(synth_corpus, tmp_path):
+    out = tmp_path / "pt"
+    recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides={**SMALL, "steps": [30, 1], "unmasked_weight": 1.0})
+    entries = [json.loads(line) for line in (out / "iter1" / "log.jsonl").read_text().splitlines()]
+    unmasked = [e["unmasked_loss"] for e in entries]
+    assert len(unmasked) == 30
+    assert np.mean(unmasked[-6:]) < np.mean(unmasked[:6]) - 0.1, unmasked
+    # with weight 0 (the paper's masked-only loss) nothing else is logged, and the trained weights differ
+    plain = tmp_path / "plain"
+    recipe.pretrain(synth_corpus, plain, "tiny", device="cpu", overrides={**SMALL, "steps": [30, 1], "unmasked_weight": 0.0})
+    assert "unmasked_loss" not in json.loads((plain / "iter1" / "log.jsonl").read_text().splitlines()[0])
+    a, b = load_compact(out / "iter1" / "model").state_dict(), load_compact(plain / "iter1" / "model").state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_killed_run_resumes_from_last_state(synth_corpus, tmp_path, monkeypatch):
     out = tmp_path / "pt"
     overrides = {**SMALL, "steps": [12, 6]}

@@ -22,11 +22,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--steps", type=int, nargs=2, metavar=("ITER1", "ITER2"), help="override steps per iteration")
     parser.add_argument("--batch-size", type=int, help="override the batch size")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 leaves the other cores free)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from harness.pretrain import command_line, pretrain
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     overrides = {}
     if args.steps:

@@ -1,0 +1,131 @@
+"""Teacher quality: a teacher's frozen features against FBANK on all four tasks, over several seeds.
+
+Runs ``harness evaluate`` (demo heads by default) for FBANK and for the teacher with each seed
+(head initialisation and batch order), keeps one record per (upstream, task, seed) under
+``OUT/records/``, and prints a Markdown table of mean, standard deviation and the per-seed values,
+also written to ``OUT/teacher_quality.md`` and ``OUT/teacher_quality.json``. A rerun reuses the
+records it finds, so a killed run resumes and two runs with different ``--upstreams`` can share
+one ``OUT`` (then a last run without ``--upstreams`` only aggregates). Example::
+
+    .venv/bin/python benchmarks/teacher_quality.py --teacher upstreams/teachers/synth-hubert-tiny \\
+        --corpus data/synth-tiny --seeds 0,1,2 --out runs/teacher-quality
+
+The embedded teacher's model card quotes the table this prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+from pathlib import Path
+
+import torch
+
+from harness.evaluate import EvaluateConfig, evaluate
+from harness.files import atomic_path, write_json
+from tasks.registry import get_task
+
+logger = logging.getLogger("teacher_quality")
+TASKS = ("asr", "pr", "sid", "slu")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="upstreams/teachers/synth-hubert-tiny", help="compact checkpoint directory")
+    parser.add_argument("--corpus", type=Path, default=Path("data/synth-tiny"), help="prepared corpus directory")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated head seeds (default: 0,1,2)")
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--upstreams", default="fbank,teacher", help="which side(s) to run: fbank, teacher or both")
+    parser.add_argument("--out", type=Path, default=Path("runs/teacher-quality"))
+    parser.add_argument("--cache", type=Path, default=Path("data/cache"), help="feature cache (shared with harness)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    return parser.parse_args()
+
+
+def _records(folder: Path) -> dict[str, dict]:
+    """The records of one (upstream, seed) folder by task name; the newest wins."""
+    found = {}
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        found[record["task"]["name"]] = record
+    return found
+
+
+def run_side(name: str, upstream: str, ckpt: str | None, args: argparse.Namespace, seeds: list[int], tasks: list[str]) -> None:
+    for seed in seeds:
+        folder = args.out / "records" / f"{name}-seed{seed}"
+        missing = [t for t in tasks if t not in _records(folder)]
+        if not missing:
+            continue
+        logger.info("%s seed %d: evaluating %s", name, seed, ",".join(missing))
+        evaluate(
+            EvaluateConfig(
+                upstream=upstream, ckpt=ckpt, tasks=missing, corpus=args.corpus, preset=args.preset, device="cpu",
+                cache_dir=args.cache, records_dir=folder, seed=seed,
+            )
+        )  # fmt: skip
+
+
+def summarise(args: argparse.Namespace, seeds: list[int], tasks: list[str]) -> dict | None:
+    """Mean, std and per-seed values of both sides; None while a record is missing."""
+    summary: dict = {"teacher": args.teacher, "corpus": str(args.corpus), "preset": args.preset, "seeds": seeds, "tasks": {}}
+    for task in tasks:
+        spec = get_task(task)
+        row = {"metric": spec.main_metric, "higher_is_better": spec.higher_is_better}
+        for name in ("teacher", "fbank"):
+            values = []
+            for seed in seeds:
+                record = _records(args.out / "records" / f"{name}-seed{seed}").get(task)
+                if record is None:
+                    logger.info("no %s record for %s seed %d yet (run with --upstreams %s); no table", name, task, seed, name)
+                    return None
+                values.append(round(float(record["main_score"]["value"]), 2))
+            row[name] = {"values": values, "mean": round(statistics.mean(values), 2),
+                         "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0}  # fmt: skip
+        better = row["teacher"]["mean"] > row["fbank"]["mean"]
+        row["teacher_better"] = better if spec.higher_is_better else not better
+        summary["tasks"][task] = row
+    return summary
+
+
+def to_markdown(summary: dict) -> str:
+    lines = [
+        "| task (metric) | teacher, mean ± std | FBANK, mean ± std | teacher per seed | FBANK per seed |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for task, row in summary["tasks"].items():
+        arrow = "↑" if row["higher_is_better"] else "↓"
+        t, f = row["teacher"], row["fbank"]
+        lines.append(
+            f"| {task} ({row['metric']} {arrow}) | **{t['mean']:.2f} ± {t['std']:.2f}** | {f['mean']:.2f} ± {f['std']:.2f} "
+            f"| {', '.join(f'{v:.2f}' for v in t['values'])} | {', '.join(f'{v:.2f}' for v in f['values'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    tasks = args.tasks.split(",")
+    sides = {"fbank": ("fbank", None), "teacher": ("pruned_hubert", args.teacher)}
+    for name in args.upstreams.split(","):
+        if name not in sides:
+            raise SystemExit(f"--upstreams: unknown side {name!r}; use fbank, teacher or both")
+        run_side(name, *sides[name], args, seeds, tasks)
+    summary = summarise(args, seeds, tasks)
+    if summary is None:
+        return
+    write_json(args.out / "teacher_quality.json", summary)
+    table = to_markdown(summary)
+    with atomic_path(args.out / "teacher_quality.md") as tmp:
+        tmp.write_text(table, encoding="utf-8")
+    logger.info("teacher vs FBANK (%s preset, seeds %s):\n%s", args.preset, args.seeds, table)
+
+
+if __name__ == "__main__":
+    main()
