@@ -438,7 +438,7 @@ def _loss_summary(log_path: Path) -> dict:
         return {}
     tenth = max(1, len(entries) // 10)
     window = lambda part: float(np.mean([e["loss"] for e in part]))  # noqa: E731
-    return {
+    summary = {
         "steps": entries[-1]["step"],
         "loss_first_10pct": round(window(entries[:tenth]), 4),
         "loss_last_10pct": round(window(entries[-tenth:]), 4),
@@ -446,6 +446,10 @@ def _loss_summary(log_path: Path) -> dict:
         "loss_curve": [round(window(entries[i : i + tenth]), 4) for i in range(0, len(entries), tenth)],
         "wall_seconds": round(entries[-1]["time"] - entries[0]["time"], 1),
     }
+    unmasked = [e["unmasked_loss"] for e in entries if "unmasked_loss" in e]
+    if unmasked:
+        summary["unmasked_loss_last_10pct"] = round(float(np.mean(unmasked[-tenth:])), 4)
+    return summary
 
 
 def write_model_card(
@@ -460,6 +464,7 @@ def write_model_card(
             summary["target_quality"] = json.loads(quality_path.read_text(encoding="utf-8"))
     model = load_compact(teacher)
     device = torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    training_minutes = sum(s.get("wall_seconds", 0.0) for s in summaries.values()) / 60
     write_json(teacher / "pretrain_summary.json", {"iterations": summaries, "corpus": dataclasses.asdict(info)})
     lines = [
         "# SynthSpeech HuBERT teacher" if info.name == "synthspeech" else "# HuBERT teacher",
@@ -479,15 +484,18 @@ def write_model_card(
         f"(k={config.clusters[1]}) of hidden state {config.feature_layer} of the iteration-1 model; "
         f"{'per-utterance' if config.target_cmvn else 'no'} mean and variance normalisation before k-means; "
         f"iteration 2 starts {'from the iteration-1 weights' if config.warm_start else 'from random weights'}",
+        f"- loss: cross-entropy on masked frames"
+        + (f" + {config.unmasked_weight} x cross-entropy on unmasked frames" if config.unmasked_weight else " only"),
         f"- optimisation: AdamW lr {config.lr}, {config.warmup_fraction:.0%} warm-up then linear decay, batch "
         f"{config.batch_size} x {config.crop_seconds} s crops, span masking p={config.mask_prob} span={config.mask_span}",
-        f"- device: {device}; total wall time {seconds / 60:.1f} min (this invocation)",
+        f"- device: {device}; wall time of the training steps {training_minutes:.1f} min (both iterations, from "
+        f"their step logs); this invocation {seconds / 60:.1f} min",
         "",
         "## Training curves",
         "",
-        "| iteration | steps | loss (first 10 %) | loss (last 10 %) | masked accuracy (last 10 %) | wall time "
-        "| target NMI with phones / speakers |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| iteration | steps | masked loss (first 10 %) | masked loss (last 10 %) | masked accuracy (last 10 %) "
+        "| unmasked loss (last 10 %) | wall time | target NMI with phones / speakers |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for i, s in summaries.items():
         if s:
@@ -495,11 +503,12 @@ def write_model_card(
             nmi = f"{quality['nmi_phone']} / {quality['nmi_speaker']}" if quality else "n/a"
             lines.append(
                 f"| {i} | {s['steps']} | {s['loss_first_10pct']} | {s['loss_last_10pct']} | "
-                f"{s['masked_accuracy_last_10pct']} | {s['wall_seconds'] / 60:.1f} min | {nmi} |"
+                f"{s['masked_accuracy_last_10pct']} | {s.get('unmasked_loss_last_10pct', 'n/a')} | "
+                f"{s['wall_seconds'] / 60:.1f} min | {nmi} |"
             )
     for i, s in summaries.items():
         if s:
-            lines += ["", f"Iteration {i} loss by tenths of training: {', '.join(map(str, s['loss_curve']))}"]
+            lines += ["", f"Iteration {i} masked loss by tenths of training: {', '.join(map(str, s['loss_curve']))}"]
     lines.append("")
     with atomic_path(teacher / "MODEL_CARD.md") as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")

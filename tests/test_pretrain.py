@@ -36,6 +36,7 @@ def test_loss_falls_and_teacher_is_written(synth_corpus, tmp_path):
     assert len(hidden) == 3 and hidden[0].shape == (1, 49, 64)
     card = (teacher / "MODEL_CARD.md").read_text()
     assert "harness pretrain" in card and "| 1 | 40 |" in card
+    assert "1.0 x cross-entropy on unmasked frames" in card  # the tiny preset's loss
     # iteration 2's targets come from the iteration-1 model, not from MFCCs
     first = recipe._load_targets(out / "iter1" / "targets.npz")
     second = recipe._load_targets(out / "iter2" / "targets.npz")
