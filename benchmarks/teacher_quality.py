@@ -16,7 +16,6 @@ The embedded teacher's model card quotes the table this prints.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from harness.evaluate import EvaluateConfig, evaluate
+from harness.evaluate import EvaluateConfig, evaluate, same_schedule
 from harness.files import atomic_path, write_json
 from tasks.registry import get_task
 
@@ -46,19 +45,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _current_schedule(task: str, preset: str) -> dict:
-    """The preset's training schedule as a record stores it (JSON types)."""
-    return json.loads(json.dumps(dataclasses.asdict(get_task(task).presets[preset].train)))
-
-
 def _records(folder: Path, preset: str) -> dict[str, dict]:
     """The records of one (upstream, seed) folder by task name; the newest wins. A record made with
-    another schedule than the task's current ``preset`` (an older preset) is not used."""
+    another head or schedule than the task's current ``preset`` (an older preset) is not used."""
     found = {}
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text(encoding="utf-8"))
         task = record["task"]["name"]
-        if record["config"].get("train") == _current_schedule(task, preset):
+        if same_schedule(record, get_task(task), preset):
             found[task] = record
     return found
 

@@ -11,6 +11,7 @@ The recipe is flat (setup / train / evaluate), seeded, with length-bucketed batc
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -342,13 +343,27 @@ def evaluate(config: EvaluateConfig) -> list[Path]:
     return [evaluate_task(session, get_task(name)) for name in config.tasks]
 
 
+def task_preset(task: Task, name: str, max_steps: int | None = None) -> TaskPreset:
+    """The head and schedule a run uses: the task's preset ``name``, its steps capped by ``max_steps``."""
+    preset = task.preset(name)
+    if max_steps is not None:
+        preset.train.steps = min(preset.train.steps, max_steps)
+        preset.train.eval_every = min(preset.train.eval_every, preset.train.steps)
+    return preset
+
+
+def same_schedule(record: dict, task: Task, name: str, max_steps: int | None = None) -> bool:
+    """Whether ``record`` was made with the head and schedule a run with these settings would use now
+    (a record made under an older version of the preset is not a result of this one)."""
+    wanted = json.loads(json.dumps(task_preset(task, name, max_steps).to_dict()))
+    made = record.get("config", {})
+    return made.get("preset") == name and all(made.get(key) == value for key, value in wanted.items())
+
+
 def evaluate_task(session: Session, task: Task) -> Path:
     """Features, labels, training (one run per learning rate), selection on valid, test, record."""
     config = session.config
-    preset = task.preset(config.preset)
-    if config.max_steps is not None:
-        preset.train.steps = min(preset.train.steps, config.max_steps)
-        preset.train.eval_every = min(preset.train.eval_every, preset.train.steps)
+    preset = task_preset(task, config.preset, config.max_steps)
     data, extraction = {}, {}
     for split in SPLITS:
         data[split], extraction[split] = load_split(

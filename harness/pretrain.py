@@ -484,7 +484,7 @@ def write_model_card(
         f"(k={config.clusters[1]}) of hidden state {config.feature_layer} of the iteration-1 model; "
         f"{'per-utterance' if config.target_cmvn else 'no'} mean and variance normalisation before k-means; "
         f"iteration 2 starts {'from the iteration-1 weights' if config.warm_start else 'from random weights'}",
-        f"- loss: cross-entropy on masked frames"
+        "- loss: cross-entropy on masked frames"
         + (f" + {config.unmasked_weight} x cross-entropy on unmasked frames" if config.unmasked_weight else " only"),
         f"- optimisation: AdamW lr {config.lr}, {config.warmup_fraction:.0%} warm-up then linear decay, batch "
         f"{config.batch_size} x {config.crop_seconds} s crops, span masking p={config.mask_prob} span={config.mask_span}",

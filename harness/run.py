@@ -6,7 +6,8 @@
    checkpoint under ``OUT/<method>[-<sparsity>]``; a finished checkpoint is reused;
 3. every compact model is evaluated as the s3prl upstream ``--upstream`` (``pruned_hubert``, ...),
    together with the unpruned teacher (converted to a compact checkpoint, the reference) and FBANK
-   (the score's zero point); an (upstream, checkpoint, task, corpus, preset) with a record is skipped;
+   (the score's zero point); an (upstream, checkpoint, task, corpus, preset) with a record made with
+   the preset's current head and schedule is skipped;
 4. the leaderboard is regenerated from all records and printed.
 
 With ``jobs`` > 1 the steps run in that many spawned worker processes, each with an equal share of
@@ -277,10 +278,13 @@ def _is_complete_checkpoint(path: Path) -> bool:
 
 
 def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> set[str]:
-    """Tasks that already have a record for this (upstream, checkpoint, corpus, preset)."""
+    """Tasks that already have a record for this (upstream, checkpoint, corpus, preset), made with the
+    preset's current head and schedule."""
+    from harness.evaluate import same_schedule
     from harness.features import checkpoint_hash
     from harness.records import load_records
     from tasks.corpora.manifest import CorpusInfo
+    from tasks.registry import get_task
 
     if not config.records_dir.is_dir():
         return set()
@@ -293,9 +297,10 @@ def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> se
             upstream.get("name") == candidate.upstream
             and upstream.get("ckpt_sha256") == ckpt_hash
             and record.get("corpus", {}).get("fingerprint") == fingerprint
-            and record.get("config", {}).get("preset") == config.preset
+            and record.get("task", {}).get("name") in config.tasks
+            and same_schedule(record, get_task(record["task"]["name"]), config.preset, config.max_steps)
         ):
-            done.add(record.get("task", {}).get("name"))
+            done.add(record["task"]["name"])
     return done
 
 

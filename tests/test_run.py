@@ -45,6 +45,20 @@ def test_run_end_to_end_then_resume(synth_corpus, teacher, tmp_path, capsys):
     assert (tmp_path / "out" / "convexity" / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_a_record_from_an_older_schedule_is_not_reused(synth_corpus, teacher, tmp_path, monkeypatch):
+    import dataclasses
+
+    from tasks.sid import SID
+
+    assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
+    first = {p.name for p in (tmp_path / "records").iterdir()}
+    demo = SID.presets["demo"]  # the preset changes (a new version of the harness): every SID result is redone
+    monkeypatch.setitem(SID.presets, "demo", dataclasses.replace(demo, train=dataclasses.replace(demo.train, lr=0.02)))
+    assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
+    new = [r for r in load_records(tmp_path / "records") if r["config"]["train"]["lr"] == 0.02]
+    assert len({p.name for p in (tmp_path / "records").iterdir()} - first) == len(first) == len(new) == 3
+
+
 def test_a_failing_method_does_not_lose_the_others(synth_corpus, teacher, tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory (simulated)")
