@@ -3,7 +3,7 @@
 Recipe (Hsu et al. 2021, scaled down): iteration 1 predicts k-means clusters of MFCC features at
 masked frames; iteration 2 predicts k-means clusters of an intermediate layer of the iteration-1
 model. Span masking, cosine-similarity logits against learned cluster embeddings, cross-entropy on
-masked frames only.
+masked frames (and, weighted by ``unmasked_weight``, on the unmasked ones).
 
 Three departures from the paper, all because a CPU budget is thousands of steps, not 400k:
 
