@@ -16,7 +16,6 @@ The embedded teacher's model card quotes the table this prints.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from harness.evaluate import EvaluateConfig, evaluate, same_schedule
 from harness.files import atomic_path, write_json
+from harness.records import load_records
 from tasks.registry import get_task
 
 logger = logging.getLogger("teacher_quality")
@@ -49,8 +49,7 @@ def _records(folder: Path, preset: str) -> dict[str, dict]:
     """The records of one (upstream, seed) folder by task name; the newest wins. A record made with
     another head or schedule than the task's current ``preset`` (an older preset) is not used."""
     found = {}
-    for path in sorted(folder.glob("*.json")):
-        record = json.loads(path.read_text(encoding="utf-8"))
+    for record in load_records(folder):
         task = record["task"]["name"]
         if same_schedule(record, get_task(task), preset):
             found[task] = record
@@ -75,13 +74,18 @@ def run_side(name: str, upstream: str, ckpt: str | None, args: argparse.Namespac
 def summarise(args: argparse.Namespace, seeds: list[int], tasks: list[str]) -> dict | None:
     """Mean, std and per-seed values of both sides; None while a record is missing."""
     summary: dict = {"teacher": args.teacher, "corpus": str(args.corpus), "preset": args.preset, "seeds": seeds, "tasks": {}}
+    found = {
+        (name, seed): _records(args.out / "records" / f"{name}-seed{seed}", args.preset)
+        for name in ("teacher", "fbank")
+        for seed in seeds
+    }
     for task in tasks:
         spec = get_task(task)
         row = {"metric": spec.main_metric, "higher_is_better": spec.higher_is_better}
         for name in ("teacher", "fbank"):
             values = []
             for seed in seeds:
-                record = _records(args.out / "records" / f"{name}-seed{seed}", args.preset).get(task)
+                record = found[name, seed].get(task)
                 if record is None:
                     logger.info("no %s record for %s seed %d yet (run with --upstreams %s); no table", name, task, seed, name)
                     return None

@@ -8,6 +8,8 @@ import logging
 import shlex
 from pathlib import Path
 
+from harness.commands import set_torch_threads
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATA = Path("data")
@@ -118,12 +120,7 @@ def run(args: argparse.Namespace) -> int:
     check_upstream_name(args.upstream)
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     config = EvaluateConfig(
         upstream=args.upstream,
         tasks=tasks,

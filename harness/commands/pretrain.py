@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from harness.commands import set_torch_threads
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,13 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     from harness.pretrain import command_line, pretrain
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
+    set_torch_threads(args.threads)
     overrides = {}
     if args.steps:
         overrides["steps"] = list(args.steps)
