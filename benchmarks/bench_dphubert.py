@@ -247,7 +247,7 @@ def main() -> None:
     result = {**header, "stages": reports}
     print(json.dumps(result, indent=2))
     if args.output:
-        from harness.files import write_json
+        from core.files import write_json
 
         write_json(args.output, result)
 

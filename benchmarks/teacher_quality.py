@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from core.files import atomic_path, write_json
 from harness.evaluate import EvaluateConfig, evaluate, same_schedule
-from harness.files import atomic_path, write_json
 from harness.records import load_records
 from tasks.registry import get_task
 

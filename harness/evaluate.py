@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from core.audio import SAMPLE_RATE
+from core.registry import UnknownNameError
 from harness import records
 from harness.features import (
     FeatureCache,
@@ -33,7 +35,6 @@ from harness.features import (
     checkpoint_hash,
     read_checksums,
 )
-from harness.registry import UnknownNameError
 from tasks.base import Task, TaskPreset
 from tasks.corpora.manifest import SPLITS, CorpusInfo, read_manifest
 from tasks.registry import get_task
@@ -233,7 +234,7 @@ def train_head(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     max_frames = None
     if cfg.max_train_seconds is not None:
-        max_frames = max(1, round(cfg.max_train_seconds * 16_000 / train.features.downsample_rate))
+        max_frames = max(1, round(cfg.max_train_seconds * SAMPLE_RATE / train.features.downsample_rate))
     batches = bucketed_batches(train.lengths, cfg.batch_size, rng)
     best_value, best_step, best_metrics, best_state, best_weights = None, 0, {}, {}, []
     history: list[dict[str, Any]] = []

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness.files import sha256_file, sha256_tree, write_json
+from core.files import sha256_file, sha256_tree, write_json
 from tasks.audio import load_audio
 from tasks.corpora.manifest import CHECKSUMS
 

@@ -53,8 +53,9 @@ import torchaudio
 from torch import nn
 from tqdm import tqdm
 
+from core.audio import SAMPLE_RATE
+from core.files import atomic_path, write_json
 from harness import training
-from harness.files import atomic_path, write_json
 from tasks.corpora.alignment import parse_alignment
 from tasks.corpora.manifest import CorpusInfo, read_manifest
 from upstreams.checkpoint import is_compact_checkpoint, load_compact
@@ -165,7 +166,7 @@ def _mfcc_transform() -> torchaudio.transforms.MFCC:
     if not _MFCC:
         _MFCC.append(
             torchaudio.transforms.MFCC(
-                sample_rate=16_000,
+                sample_rate=SAMPLE_RATE,
                 n_mfcc=13,
                 melkwargs={"n_fft": RECEPTIVE_FIELD, "win_length": RECEPTIVE_FIELD, "hop_length": FRAME_STRIDE,
                            "n_mels": 40, "center": False},
@@ -270,7 +271,7 @@ def pretrain(
 
     wavs = training.training_wavs(corpus)
     audio = [training.read_wav(p) for p in tqdm(wavs, desc="loading audio", unit="file", disable=not runtime.is_main)]
-    logger.info("pretraining on %d utterances (%.2f h) from %s", len(audio), sum(map(len, audio)) / 16000 / 3600, corpus)
+    logger.info("pretraining on %d utterances (%.2f h) from %s", len(audio), sum(map(len, audio)) / SAMPLE_RATE / 3600, corpus)
 
     model = None
     for iteration in (1, 2):
@@ -357,7 +358,7 @@ def train_iteration(
         trained = torch.nn.parallel.DistributedDataParallel(model)
     lengths = [len(a) for a in audio]
     batches = training.crop_batches(
-        len(audio), lengths, config.batch_size, int(config.crop_seconds * 16000), FRAME_STRIDE, rng
+        len(audio), lengths, config.batch_size, int(config.crop_seconds * SAMPLE_RATE), FRAME_STRIDE, rng
     )
     log = open(folder / "log.jsonl", "a", encoding="utf-8") if runtime.is_main else None  # noqa: SIM115
     progress = tqdm(total=total, initial=step, desc=f"HuBERT iteration {iteration}", disable=not runtime.is_main)

@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from harness.files import write_json
+from core.audio import SAMPLE_RATE
+from core.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def upstream_cost(upstream: torch.nn.Module, ckpt: str | None = None, latency: b
         pass  # not one of our encoders: count it here
     model = getattr(upstream, "upstream", upstream)
     device = torch.device(device)
-    wav = torch.randn(1, int(16_000 * COST_INPUT_SECONDS), device=device)
+    wav = torch.randn(1, int(SAMPLE_RATE * COST_INPUT_SECONDS), device=device)
     wav_len = torch.tensor([wav.shape[1]], device=device)
     was_training = upstream.training
     upstream.eval()

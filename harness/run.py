@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.defaults import DEFAULT_TEACHER
+from core.paths import EMBEDDED_TEACHER
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RunConfig:
     upstream: str = "pruned_hubert"
     tasks: list[str] = field(default_factory=lambda: ["asr", "sid"])
     methods: list[str] = field(default_factory=lambda: ["convexity", "dphubert"])
-    teacher: str = str(DEFAULT_TEACHER)
+    teacher: str = str(EMBEDDED_TEACHER)
     corpus: str = "synth"
     preset: str = "demo"
     sparsities: list[float] = field(default_factory=lambda: [0.75])
@@ -197,8 +197,8 @@ def _init_worker(threads: int, level: int) -> None:
 
 
 def _compress(config: RunConfig, method: str, out: Path, corpus: Path, teacher_hash: str | None) -> Path:
+    from core.files import write_json
     from harness.compression.methods import METHODS
-    from harness.files import write_json
 
     logger.info("%s: compressing %s into %s", method, config.teacher, out)
     options = {"sparsity": float(out.name.rsplit("-", 1)[1])} if method == "dphubert" else {}

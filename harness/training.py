@@ -21,7 +21,8 @@ import soundfile as sf
 import torch
 import torch.distributed as dist
 
-from harness.files import atomic_path
+from core.audio import SAMPLE_RATE
+from core.files import atomic_path
 from tasks.corpora.manifest import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def training_wavs(corpus: str | os.PathLike, tasks: tuple[str, ...] = ("asr", "s
 def read_wav(path: str) -> np.ndarray:
     """A 16 kHz mono file as float32 (the corpora here are prepared at 16 kHz)."""
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    if rate != 16_000:
+    if rate != SAMPLE_RATE:
         raise ValueError(f"{path}: expected 16 kHz audio, got {rate} Hz")
     return audio.mean(axis=1)
 

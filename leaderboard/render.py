@@ -2,7 +2,7 @@
 
 The HTML page needs nothing from the network: its style and its sortable-column script are inline,
 and its plots (score vs parameters, convexity per layer) are PNGs embedded as base64 data URLs.
-Every file is written atomically through :mod:`harness.files`.
+Every file is written atomically through :mod:`core.files`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tabulate import tabulate
 
-from harness.files import atomic_open
+from core.files import atomic_open
 from leaderboard.aggregate import (
     FBANK,
     IDENTITY_COLUMNS,

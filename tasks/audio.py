@@ -18,9 +18,10 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from core.audio import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 MIN_SAMPLES = 400  # 25 ms: shorter clips give no frame to any 16 kHz speech model
 # What soundfile raises for a file it cannot decode: libsndfile errors, and TypeError for a
 # headerless file whose name says RAW (libsndfile would need its rate and format).

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from harness.registry import Registry
+from core.registry import Registry
 from tasks.base import Task
 
 TASKS: Registry[type[Task]] = Registry("task")

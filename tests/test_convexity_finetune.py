@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from core.registry import UnknownNameError
 from harness.cli import main as harness_main
 from harness.compression import finetune
 from harness.compression.finetune import FinetuneConfig, finetune_pair
-from harness.registry import UnknownNameError
 from tasks.corpora.manifest import ManifestError
 from upstreams import tiny_config
 from upstreams.checkpoint import load_compact

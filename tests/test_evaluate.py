@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from core.registry import UnknownNameError
 from harness.cli import main
 from harness.evaluate import EvaluateConfig, bucketed_batches, evaluate
 from harness.records import build_record, load_records, write_record
-from harness.registry import UnknownNameError
 from tasks.corpora.manifest import CorpusInfo
 from tasks.registry import get_task
 

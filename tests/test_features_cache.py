@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from core.files import sha256_file
 from harness.features import (
     FeatureCache,
     UpstreamSpec,
@@ -21,7 +22,6 @@ from harness.features import (
     entry_key,
     read_checksums,
 )
-from harness.files import sha256_file
 
 STRIDE = 160
 LAYERS = 3

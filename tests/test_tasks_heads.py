@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from harness.registry import UnknownNameError
+from core.registry import UnknownNameError
 from tasks.asr import BiLSTM, BiLSTMHeadConfig, reverse_padded, spec_augment
 from tasks.pr import LinearHeadConfig
 from tasks.registry import get_task, task_names

@@ -85,7 +85,10 @@ def test_runs_under_bf16_autocast(family):
     wave = torch.randn(2, 8000)
     lengths = torch.tensor([8000, 5000])
     reference, _ = model(wave, lengths)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    # oneDNN's bf16 grouped conv1d (the positional conv) is wrong on some AMX CPUs in torch 2.11
+    # (max error 2.2 on outputs of size 2.1 with groups=4, seen on a 2-core Xeon); torch's own kernels
+    # are right, so the check of our model's autocast handling runs on them.
+    with torch.backends.mkldnn.flags(enabled=False), torch.autocast("cpu", dtype=torch.bfloat16):
         states, _ = model(wave, lengths)
     last = states[-1][:, :15].float()
     assert torch.isfinite(last).all()

@@ -21,7 +21,7 @@ import importlib.abc
 import sys
 from typing import Any
 
-from harness.registry import Registry
+from core.registry import Registry
 
 _EXPORTS = {
     "SpeechEncoder": "upstreams.model",

@@ -9,7 +9,7 @@ Layout::
       cost.json           (optional) parameters, MACs per second, latency (upstreams.cost.record_cost)
 
 Loading needs only this package and safetensors: no pickles, no training code. Every file is
-written atomically (``harness.files``).
+written atomically (``core.files``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from harness.files import atomic_path, write_json
+from core.files import atomic_path, write_json
 from upstreams.config import EncoderConfig
 
 logger = logging.getLogger(__name__)

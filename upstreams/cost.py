@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from harness.files import write_json
+from core.audio import SAMPLE_RATE
+from core.files import write_json
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 COST_NAME = "cost.json"
 
 

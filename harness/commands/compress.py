@@ -75,13 +75,13 @@ def method_options(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from core.paths import EMBEDDED_TEACHER
     from harness.commands.evaluate import resolve_corpus
     from harness.compression.methods import METHODS
-    from harness.defaults import DEFAULT_TEACHER
 
     compress = METHODS.get(args.method)
     options = method_options(args)
-    teacher = args.teacher or str(DEFAULT_TEACHER)
+    teacher = args.teacher or str(EMBEDDED_TEACHER)
     logger.debug("%s options: %s", args.method, options)
     out = compress(teacher, args.out, corpus=resolve_corpus(args.corpus), preset=args.preset, device=args.device, **options)
     logger.info("compact checkpoint written to %s", out)

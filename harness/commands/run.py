@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.defaults import DEFAULT_TEACHER
+    from core.paths import EMBEDDED_TEACHER
     from harness.run import RunConfig, run
 
     try:
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
         upstream=args.upstream,
         tasks=[t for t in args.tasks.split(",") if t],
         methods=[m for m in args.methods.split(",") if m],
-        teacher=args.teacher or str(DEFAULT_TEACHER),
+        teacher=args.teacher or str(EMBEDDED_TEACHER),
         corpus=args.corpus,
         preset=args.preset,
         sparsities=sparsities,

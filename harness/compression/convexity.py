@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from core.files import write_json
 from harness.compression.convexity_plot import plot_convexity
 from harness.compression.graph_convexity import ConvexityConfig, graph_convexity_per_layer
 from harness.compression.layer_scores import block_influence, linear_probe_per_layer
 from harness.compression.layer_selection import select_layers
-from harness.files import write_json
 from tasks.audio import load_audio
 from tasks.corpora.manifest import SPLITS, ManifestError, parse_alignment, read_manifest
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from core.files import atomic_path
 from harness.compression.layer_selection import LayerSelection
-from harness.files import atomic_path
 
 
 def plot_convexity(

@@ -58,15 +58,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from core.audio import SAMPLE_RATE
+from core.files import atomic_open, write_json
 from harness import training
 from harness.compression.dphubert_options import add_arguments  # noqa: F401 - the recipe's options, torch-free
 from harness.compression.hardconcrete import UNIT_KINDS, EncoderGates
-from harness.files import atomic_open, write_json
 from upstreams.checkpoint import is_compact_checkpoint, load_compact
 from upstreams.model import SpeechEncoder
 
 logger = logging.getLogger(__name__)
-SAMPLE_RATE = 16_000
 WORK_DIR = "dphubert"
 
 

@@ -41,9 +41,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from core.files import atomic_path, write_json
 from harness import records, training
 from harness.evaluate import bucketed_batches
-from harness.files import atomic_path, write_json
 from tasks.audio import SAMPLE_RATE, load_audio
 from tasks.base import Task, TaskPreset
 from tasks.corpora.manifest import SPLITS, CorpusInfo, ManifestError, manifest_path, read_manifest

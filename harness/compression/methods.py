@@ -6,7 +6,7 @@ checkpoint's metadata holds ``compression = {"method", "teacher", "sparsity", "d
 the run records and the leaderboard read. Entries are imported on first use.
 """
 
-from harness.registry import Registry
+from core.registry import Registry
 
 METHODS: Registry = Registry("compression method")
 METHODS.register("convexity", "harness.compression.convexity:compress_convexity")

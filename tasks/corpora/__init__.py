@@ -5,7 +5,7 @@ preparers for real corpora in their standard directory layouts.
 on first use.
 """
 
-from harness.registry import Registry
+from core.registry import Registry
 
 PREPARERS: Registry = Registry("corpus")
 PREPARERS.register("librispeech", "tasks.corpora.librispeech:prepare_librispeech")

@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.files import atomic_open, sha256_file, write_json
+from core.files import atomic_open, sha256_file, write_json
 from tasks.corpora.alignment import format_alignment, parse_alignment  # noqa: F401  (re-exported)
 
 SPLITS = ("train", "valid", "test")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from harness.files import atomic_open, sha256_file
+from core.files import atomic_open, sha256_file
 from tasks.corpora import synth_audio, synth_text
 from tasks.corpora.manifest import (
     CHECKSUMS,

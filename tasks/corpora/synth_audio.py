@@ -20,11 +20,11 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
-from harness.files import atomic_path, sha256_file
+from core.audio import SAMPLE_RATE
+from core.files import atomic_path, sha256_file
 from tasks.corpora.alignment import format_alignment
 from tasks.corpora.espeak import Synthesis, VoiceSettings, get_espeak
 
-SAMPLE_RATE = 16_000
 ACCENTS = ["en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 VARIANTS = [
     "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f4", "klatt", "klatt2", "klatt3", "Alex", "Andy",

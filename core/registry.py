@@ -1,4 +1,4 @@
-"""One small generic registry for tasks, compression methods, upstreams and corpora.
+"""One small generic registry for tasks, compression methods, architectures, corpora and benchmarks.
 
 Names are registered by decorator, or as a ``"module:attr"`` string that is imported on first
 use (so heavy backends cost nothing until asked for). Registering a name twice raises; asking
