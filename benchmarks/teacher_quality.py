@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from core.files import atomic_path, write_json
+from core.records import Record, load_records
 from harness.evaluate import EvaluateConfig, evaluate, same_schedule
-from harness.records import load_records
 from tasks.registry import get_task
 
 logger = logging.getLogger("teacher_quality")
@@ -45,12 +45,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _records(folder: Path, preset: str) -> dict[str, dict]:
+def _records(folder: Path, preset: str) -> dict[str, Record]:
     """The records of one (upstream, seed) folder by task name; the newest wins. A record made with
     another head or schedule than the task's current ``preset`` (an older preset) is not used."""
     found = {}
     for record in load_records(folder):
-        task = record["task"]["name"]
+        task = record.task.name
         if same_schedule(record, get_task(task), preset):
             found[task] = record
     return found
@@ -89,7 +89,7 @@ def summarise(args: argparse.Namespace, seeds: list[int], tasks: list[str]) -> d
                 if record is None:
                     logger.info("no %s record for %s seed %d yet (run with --upstreams %s); no table", name, task, seed, name)
                     return None
-                values.append(round(float(record["main_score"]["value"]), 2))
+                values.append(round(record.main_score, 2))
             row[name] = {"values": values, "mean": round(statistics.mean(values), 2),
                          "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0}  # fmt: skip
         better = row["teacher"]["mean"] > row["fbank"]["mean"]

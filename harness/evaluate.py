@@ -25,8 +25,11 @@ from torch import nn
 from tqdm import tqdm
 
 from core.audio import SAMPLE_RATE
+from core.records import Record, write_record
 from core.registry import UnknownNameError
-from harness import records
+from harness import provenance
+from harness.devices import resolve_device  # noqa: F401 - re-exported
+from harness.evaluate_config import EvaluateConfig
 from harness.features import (
     FeatureCache,
     FeatureSet,
@@ -42,26 +45,6 @@ from tasks.registry import get_task
 logger = logging.getLogger(__name__)
 
 COST_FIELDS = ("params", "macs", "input_seconds", "macs_per_second", "latency_s", "real_time_factor")
-
-
-@dataclass
-class EvaluateConfig:
-    """One ``harness evaluate`` run. See ``harness evaluate --help`` for each option."""
-
-    upstream: str
-    tasks: list[str]
-    corpus: Path  # a prepared corpus directory (corpus.json + manifests/)
-    ckpt: str | None = None
-    preset: str = "demo"
-    lr_sweep: bool = False
-    device: str = "auto"
-    cache_dir: Path = Path("data/cache")
-    records_dir: Path = Path("records")
-    seed: int = 0
-    max_steps: int | None = None  # caps the preset's steps (and its validation interval)
-    extract_dtype: str = "float32"
-    extract_batch_seconds: float = 64.0
-    command: str | None = None  # the command line, kept in the records
 
 
 # ----------------------------------------------------------------------------------- upstreams
@@ -104,14 +87,6 @@ def build_upstream(name: str, ckpt: str | None) -> nn.Module:
     upstream = S3PRLUpstream(name, path_or_url=ckpt)
     upstream.requires_grad_(False)
     return upstream.eval()
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
-    return device
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -330,11 +305,11 @@ def setup(config: EvaluateConfig) -> Session:
     cost_name = f"cost-{spec.key()}-{torch.device(device).type}"
     cost = cache.read_info(cost_name)
     if cost is None:
-        cost = records.upstream_cost(upstream().to(device), config.ckpt)
+        cost = provenance.upstream_cost(upstream().to(device), config.ckpt)
         cache.write_info(cost_name, cost)
     return Session(
         config, device, CorpusInfo.read(config.corpus), read_checksums(config.corpus), spec, cache, upstream,
-        cost, records.checkpoint_provenance(config.ckpt),
+        cost, provenance.checkpoint_provenance(config.ckpt),
     )
 
 
@@ -353,11 +328,11 @@ def task_preset(task: Task, name: str, max_steps: int | None = None) -> TaskPres
     return preset
 
 
-def same_schedule(record: dict, task: Task, name: str, max_steps: int | None = None) -> bool:
+def same_schedule(record: Record, task: Task, name: str, max_steps: int | None = None) -> bool:
     """Whether ``record`` was made with the head and schedule a run with these settings would use now
     (a record made under an older version of the preset is not a result of this one)."""
     wanted = json.loads(json.dumps(task_preset(task, name, max_steps).to_dict()))
-    made = record.get("config", {})
+    made = record.config
     return made.get("preset") == name and all(made.get(key) == value for key, value in wanted.items())
 
 
@@ -394,7 +369,7 @@ def evaluate_task(session: Session, task: Task) -> Path:
     }
     logger.info("%s on %s: test %s (lr %g, step %d)", config.upstream, task.name, _fmt(test_metrics), best.lr, best.best_step)
     record = _task_record(session, task, preset, data, results, best, test_metrics, timing)
-    path = records.write_record(record, config.records_dir)
+    path = write_record(record, config.records_dir)
     logger.info("record written: %s", path)
     return path
 
@@ -408,10 +383,10 @@ def _task_record(
     best: TrainResult,
     test_metrics: dict[str, float],
     timing: dict[str, Any],
-) -> dict[str, Any]:
+) -> Record:
     config, features = session.config, data["train"].features
     ckpt = config.ckpt
-    return records.build_record(
+    return provenance.build_record(
         task={
             "name": task.name,
             "metrics": list(task.metric_names),
@@ -448,7 +423,7 @@ def _task_record(
         },
         seeds={"train": config.seed},
         timing=timing,
-        device=records.device_description(session.device),
+        device=provenance.device_description(session.device),
         extra={
             "selection": {"best_lr": best.lr, "best_step": best.best_step, "split": "valid"},
             "lr_sweep": [{"lr": r.lr, "best_step": r.best_step, "valid": r.valid_metrics} for r in results],

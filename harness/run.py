@@ -2,13 +2,16 @@
 
 1. the corpus (SynthSpeech tiny by default, generated on first use) and the teacher (the embedded
    SynthSpeech HuBERT by default; any spec ``upstreams.load_upstream`` takes);
-2. each compression method (convexity once; DPHuBERT once per sparsity level) writes a compact
-   checkpoint under ``OUT/<method>[-<sparsity>]``; a finished checkpoint is reused;
+2. each compression method writes compact checkpoints under ``OUT/``: one per target size for a
+   method that takes one (DPHuBERT: ``OUT/dphubert-0.75``, one per ``--sparsity``), one for a method
+   whose size is an outcome (convexity: ``OUT/convexity``), as each method's registry entry
+   declares (``harness.compression.methods``); a finished checkpoint is reused;
 3. every compact model is evaluated as the s3prl upstream ``--upstream`` (``pruned_hubert``, ...),
    together with the unpruned teacher (converted to a compact checkpoint, the reference) and FBANK
    (the score's zero point); an (upstream, checkpoint, task, corpus, preset) with a record made with
    the preset's current head and schedule is skipped;
-4. the leaderboard is regenerated from all records and printed.
+4. the leaderboard is regenerated from all records against the run's benchmark (its tasks, corpus
+   and preset) and printed.
 
 With ``jobs`` > 1 the steps run in that many spawned worker processes, each with an equal share of
 the CPU threads: compressions start first and each compressed model's evaluation is queued as soon
@@ -26,11 +29,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.paths import EMBEDDED_TEACHER
+from core.paths import CACHE_DIR, EMBEDDED_TEACHER, LEADERBOARD_DIR, RECORDS_DIR, RUN_OUT_DIR
+from harness.compression.methods import METHODS
+from harness.devices import DEFAULT_DEVICE
+from tasks.benchmarks import FBANK, Benchmark
+from tasks.corpora.resolve import DEFAULT_CORPUS
+from tasks.schedules import DEFAULT_SCHEDULE
 
 logger = logging.getLogger(__name__)
-
-FBANK = "fbank"
 
 
 @dataclass
@@ -39,20 +45,27 @@ class RunConfig:
 
     upstream: str = "pruned_hubert"
     tasks: list[str] = field(default_factory=lambda: ["asr", "sid"])
-    methods: list[str] = field(default_factory=lambda: ["convexity", "dphubert"])
+    methods: list[str] = field(default_factory=METHODS.names)
     teacher: str = str(EMBEDDED_TEACHER)
-    corpus: str = "synth"
-    preset: str = "demo"
-    sparsities: list[float] = field(default_factory=lambda: [0.75])
-    device: str = "auto"
-    out: Path = Path("runs/run")
-    records_dir: Path = Path("runs/records")
-    leaderboard_dir: Path = Path("runs/leaderboard")
-    cache_dir: Path = Path("data/cache")
+    corpus: str = DEFAULT_CORPUS
+    preset: str = DEFAULT_SCHEDULE
+    sparsities: list[float] | None = None  # target sizes; None: each method's own default
+    device: str = DEFAULT_DEVICE
+    out: Path = RUN_OUT_DIR
+    records_dir: Path = RECORDS_DIR
+    leaderboard_dir: Path = LEADERBOARD_DIR
+    cache_dir: Path = CACHE_DIR
     seed: int = 0
     max_steps: int | None = None
     jobs: int = 1  # parallel worker processes (compressions and evaluations overlap)
     command: str | None = None
+
+    def benchmark(self, corpus: Path) -> Benchmark:
+        """The benchmark this run declares: its tasks, on its (prepared) corpus, under its preset."""
+        from tasks.corpora.manifest import CorpusInfo
+
+        name = CorpusInfo.read(corpus).name
+        return Benchmark("harness run", tuple(self.tasks), corpus=name, schedule=self.preset, corpus_spec=self.corpus)
 
 
 @dataclass
@@ -66,9 +79,8 @@ class Candidate:
 
 def run(config: RunConfig) -> int:
     """Run the pipeline; returns 0 when every step worked, 1 when some failed (the rest is kept)."""
-    from harness.commands.evaluate import resolve_corpus
-    from harness.compression.methods import METHODS
     from harness.evaluate import check_upstream_name
+    from tasks.corpora.resolve import resolve_corpus
     from tasks.registry import get_task
 
     for name in config.methods:
@@ -88,18 +100,18 @@ def run(config: RunConfig) -> int:
         failures.append(_failed("teacher conversion", err))
     compressions, compressed = [], []
     teacher_hash = _teacher_hash(config)
-    for method, out in _compression_jobs(config):
-        if _is_complete_checkpoint(out):
-            _check_same_teacher(out, teacher_hash)
-            logger.info("%s: reusing the finished checkpoint %s", out.name, out)
-            compressed.append(Candidate(out.name, config.upstream, str(out)))
+    for job in _compression_jobs(config):
+        if _is_complete_checkpoint(job.out):
+            _check_same_teacher(job.out, teacher_hash)
+            logger.info("%s: reusing the finished checkpoint %s", job.out.name, job.out)
+            compressed.append(Candidate(job.out.name, config.upstream, str(job.out)))
         else:
-            compressions.append((method, out))
+            compressions.append(job)
 
     with _Workers(config.jobs) as workers:
         # longest first: compressions (the compressed models' evaluations wait for them), then references
-        for method, out in compressions:
-            workers.submit(("compress", method, out), _compress, config, method, out, corpus, teacher_hash)
+        for job in compressions:
+            workers.submit(("compress", job.method, job.out), _compress, config, job, corpus, teacher_hash)
         for candidate in references + compressed:
             _submit_evaluation(workers, config, candidate, corpus)
         for (kind, *what), outcome in workers.results():
@@ -111,7 +123,7 @@ def run(config: RunConfig) -> int:
             else:
                 failures.extend(outcome)
 
-    _publish(config)
+    _publish(config, corpus)
     if failures:
         logger.error("%d step(s) failed; everything else is kept:\n  %s", len(failures), "\n  ".join(failures))
         return 1
@@ -196,16 +208,23 @@ def _init_worker(threads: int, level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def _compress(config: RunConfig, method: str, out: Path, corpus: Path, teacher_hash: str | None) -> Path:
-    from core.files import write_json
-    from harness.compression.methods import METHODS
+@dataclass(frozen=True)
+class CompressionJob:
+    """One checkpoint to make: the method, where it goes, and the options it is given (its target size)."""
 
-    logger.info("%s: compressing %s into %s", method, config.teacher, out)
-    options = {"sparsity": float(out.name.rsplit("-", 1)[1])} if method == "dphubert" else {}
-    device = None if config.device == "auto" else config.device
-    result = METHODS.get(method)(config.teacher, out, corpus=corpus, preset=config.preset, device=device,
-                                 seed=config.seed, **options)  # fmt: skip
-    write_json(out / TEACHER_STAMP, {"teacher": config.teacher, "teacher_sha256": teacher_hash})
+    method: str
+    out: Path
+    options: dict = field(default_factory=dict)
+
+
+def _compress(config: RunConfig, job: CompressionJob, corpus: Path, teacher_hash: str | None) -> Path:
+    from core.files import write_json
+
+    logger.info("%s: compressing %s into %s", job.method, config.teacher, job.out)
+    compress = METHODS.get(job.method).compress
+    result = compress(config.teacher, job.out, corpus=corpus, preset=config.preset, device=config.device,
+                      seed=config.seed, **job.options)  # fmt: skip
+    write_json(job.out / TEACHER_STAMP, {"teacher": config.teacher, "teacher_sha256": teacher_hash})
     return result
 
 
@@ -248,14 +267,13 @@ def _evaluate_candidate(config: RunConfig, candidate: Candidate, tasks: list[str
     return failures
 
 
-def _compression_jobs(config: RunConfig) -> list[tuple[str, Path]]:
-    jobs = []
-    for method in config.methods:
-        if method == "dphubert":
-            jobs += [(method, config.out / f"dphubert-{sparsity:g}") for sparsity in config.sparsities]
-        else:
-            jobs.append((method, config.out / method))
-    return jobs
+def _compression_jobs(config: RunConfig) -> list[CompressionJob]:
+    """Every checkpoint the run's methods make, as their registry entries declare (see ``Method.jobs``)."""
+    return [
+        CompressionJob(name, config.out / folder, options)
+        for name in config.methods
+        for folder, options in METHODS.get(name).jobs(config.sparsities)
+    ]
 
 
 def _teacher_checkpoint(config: RunConfig) -> Path:
@@ -280,27 +298,23 @@ def _is_complete_checkpoint(path: Path) -> bool:
 def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> set[str]:
     """Tasks that already have a record for this (upstream, checkpoint, corpus, preset), made with the
     preset's current head and schedule."""
+    from core.records import RecordIdentity, identity, load_records
     from harness.evaluate import same_schedule
     from harness.features import checkpoint_hash
-    from harness.records import load_records
     from tasks.corpora.manifest import CorpusInfo
     from tasks.registry import get_task
 
-    if not config.records_dir.is_dir():
-        return set()
-    fingerprint = CorpusInfo.read(corpus).fingerprint
+    info = CorpusInfo.read(corpus)
     ckpt_hash = checkpoint_hash(candidate.ckpt)
+    wanted = {
+        RecordIdentity(info.name, info.fingerprint, config.preset, candidate.upstream, ckpt_hash, task): task
+        for task in config.tasks
+    }
     done = set()
     for record in load_records(config.records_dir):
-        upstream = record.get("upstream", {})
-        if (
-            upstream.get("name") == candidate.upstream
-            and upstream.get("ckpt_sha256") == ckpt_hash
-            and record.get("corpus", {}).get("fingerprint") == fingerprint
-            and record.get("task", {}).get("name") in config.tasks
-            and same_schedule(record, get_task(record["task"]["name"]), config.preset, config.max_steps)
-        ):
-            done.add(record["task"]["name"])
+        task = wanted.get(identity(record))
+        if task is not None and same_schedule(record, get_task(task), config.preset, config.max_steps):
+            done.add(task)
     return done
 
 
@@ -324,16 +338,16 @@ def _evaluate(config: RunConfig, candidate: Candidate, task: str, corpus: Path) 
     )
 
 
-def _publish(config: RunConfig) -> None:
-    from harness.records import load_records
+def _publish(config: RunConfig, corpus: Path) -> None:
+    from core.records import load_records
     from leaderboard.aggregate import build_leaderboard
     from leaderboard.render import to_markdown, write_leaderboard
 
-    records = load_records(config.records_dir) if config.records_dir.is_dir() else []
+    records = load_records(config.records_dir)
     if not records:
         logger.error("no records in %s: nothing to put on the leaderboard", config.records_dir)
         return
-    tables = build_leaderboard(records)
+    tables = build_leaderboard(records, config.benchmark(corpus))
     write_leaderboard(tables, config.leaderboard_dir, command=config.command)
     print(to_markdown(tables, config.command))  # noqa: T201 - the leaderboard is this command's output
     logger.info("leaderboard written to %s", os.fspath(config.leaderboard_dir))

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from core.audio import SAMPLE_RATE
 from core.files import atomic_path
+from harness.devices import resolve_device
 from tasks.corpora.manifest import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -63,9 +64,7 @@ def setup_runtime(device: str | None = None) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_device = torch.device(device)
+    torch_device = torch.device(resolve_device(device))
     if torch_device.type == "cuda" and world_size > 1:
         torch_device = torch.device("cuda", local_rank)
         torch.cuda.set_device(torch_device)

@@ -1,8 +1,8 @@
 """Records -> one leaderboard table per corpus, with the SUPERB-style score.
 
-Small pure functions over the JSON records of :mod:`harness.records`. A table holds one row per
-upstream (name, compression method, teacher, sparsity, checkpoint hash) and one column per task's
-main metric. The score of an upstream ``u`` over the table's tasks ``T`` is::
+Small pure functions over run records (:class:`core.records.Record`). A table holds one row per
+upstream (name, compression method, teacher, sparsity, checkpoint hash) and one column per task of
+its benchmark (:mod:`tasks.benchmarks`). The score of an upstream ``u`` over the tasks ``T`` is::
 
     1000 / |T| * sum_t (s_t(u) - s_t(FBANK)) / (s_t(ref) - s_t(FBANK))
 
@@ -11,10 +11,13 @@ where FBANK is the ``fbank`` row and ``ref`` is, per task, the best of the refer
 metrics, so FBANK scores 0 and an upstream that is the best reference on every task scores 1000.
 A missing task is shown as missing and makes the score missing: it is never averaged over fewer tasks.
 
-Fields read from a record (all but ``task``/``main_score``/``upstream.name`` optional)::
+The tasks of a table are its benchmark's: the one given, else the declared benchmark whose corpus
+and schedule match the records, else (no declared benchmark) the tasks found, which a note says.
 
-    upstream.{name, ckpt, ckpt_sha256 | hash, params, macs_per_second | macs + input_seconds,
-              rtf | real_time_factor}   (each also looked for under upstream.cost)
+Fields read from a record, through :class:`~core.records.Record` (all but the task, the main score
+and ``upstream.name`` optional)::
+
+    upstream.{name, ckpt, ckpt_sha256, params, macs_per_second (or macs / input_seconds), real_time_factor}
     upstream.compression.{method, teacher, sparsity, dir}
     corpus.{name, fingerprint}, config.preset, device, command, date
 """
@@ -31,9 +34,11 @@ from typing import Any
 
 import pandas as pd
 
+from core.records import Record, identity
+from tasks.benchmarks import FBANK, Benchmark, find_benchmark
+
 logger = logging.getLogger(__name__)
 
-FBANK = "fbank"
 SCORE_SCALE = 1000.0
 UP, DOWN = "↑", "↓"
 IDENTITY_COLUMNS = ["upstream", "method", "teacher", "sparsity", "checkpoint"]
@@ -65,6 +70,7 @@ class CorpusTable:
     higher_is_better: dict[str, bool]  # numeric column -> direction
     task_columns: dict[str, str]  # task name -> its column
     notes: list[str] = field(default_factory=list)
+    benchmark: str | None = None  # the declared benchmark the table aggregates against (None: tasks found)
     convexity: list[ConvexityCurves] = field(default_factory=list)
     num_records: int = 0
     devices: list[str] = field(default_factory=list)
@@ -82,21 +88,18 @@ class CorpusTable:
 # ------------------------------------------------------------------------------ record fields
 
 
-def _cost(upstream: Mapping[str, Any], key: str) -> float | None:
-    """``upstream[key]``, else ``upstream["cost"][key]``; None when absent."""
-    value = upstream.get(key)
-    if value is None:
-        value = (upstream.get("cost") or {}).get(key)
-    return None if value is None else float(value)
+def as_record(record: Record | Mapping[str, Any]) -> Record:
+    """A :class:`Record`, parsing a record object (checked, see ``Record.from_dict``) if needed."""
+    return record if isinstance(record, Record) else Record.from_dict(record)
 
 
-def upstream_identity(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The row key of a record: upstream name, compression method/teacher/sparsity, checkpoint hash."""
-    upstream = record["upstream"]
-    compression = upstream.get("compression") or {}
-    digest = upstream.get("ckpt_sha256") or upstream.get("hash")
+def upstream_identity(record: Record | Mapping[str, Any]) -> dict[str, Any]:
+    """The row of a record: upstream name, compression method/teacher/sparsity, checkpoint hash."""
+    record = as_record(record)
+    compression = record.compression
+    digest = identity(record).checkpoint
     return {
-        "upstream": str(upstream["name"]),
+        "upstream": str(record.upstream["name"]),
         "method": _scalar(compression.get("method")),
         "teacher": _teacher_name(compression.get("teacher")),
         "sparsity": _scalar(compression.get("sparsity")),
@@ -120,10 +123,9 @@ def _scalar(value: Any) -> str | float | int | None:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def section_key(record: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+def section_key(record: Record | Mapping[str, Any]) -> tuple[str, str | None, str | None]:
     """(corpus name, corpus fingerprint, downstream preset): scores are only compared within one."""
-    corpus = record.get("corpus") or {}
-    return (str(corpus.get("name", "unknown corpus")), corpus.get("fingerprint"), (record.get("config") or {}).get("preset"))
+    return identity(as_record(record)).section
 
 
 def row_label(identity: Mapping[str, Any]) -> str:
@@ -141,18 +143,18 @@ def _present(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def latest_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Keep one record per (corpus section, upstream row, task): the latest.
+def latest_records(records: Iterable[Record | Mapping[str, Any]]) -> list[Record]:
+    """Keep one record per identity (corpus section, upstream checkpoint, task): the latest.
 
     When an upstream was evaluated twice on a task, the record with the later ``date`` wins; on
     equal dates (same second) the one later in ``records`` wins (``load_records`` sorts by file
     name, which starts with the UTC time). The order of first appearance is kept.
     """
-    chosen: dict[tuple, Mapping[str, Any]] = {}
-    for record in records:
-        key = (section_key(record), tuple(upstream_identity(record).values()), record["task"]["name"])
+    chosen: dict[Any, Record] = {}
+    for record in map(as_record, records):
+        key = identity(record)
         previous = chosen.get(key)
-        if previous is None or str(record.get("date", "")) >= str(previous.get("date", "")):
+        if previous is None or record.date >= previous.date:
             chosen[key] = record
     return list(chosen.values())
 
@@ -196,27 +198,45 @@ def superb_score(
 # ------------------------------------------------------------------------------ tables
 
 
-def build_leaderboard(records: Iterable[Mapping[str, Any]]) -> list[CorpusTable]:
-    """One :class:`CorpusTable` per (corpus, fingerprint, preset), in order of first appearance."""
-    sections: dict[tuple, list[Mapping[str, Any]]] = {}
+def build_leaderboard(
+    records: Iterable[Record | Mapping[str, Any]], benchmark: Benchmark | None = None
+) -> list[CorpusTable]:
+    """One :class:`CorpusTable` per (corpus, fingerprint, preset), in order of first appearance.
+
+    With ``benchmark``, only the sections of its corpus and schedule, with its tasks as columns;
+    otherwise each section against its declared benchmark, if any (see the module docstring).
+    """
+    sections: dict[tuple, list[Record]] = {}
     for record in latest_records(records):
         sections.setdefault(section_key(record), []).append(record)
     fingerprints: dict[str, set] = {}
     for corpus, fingerprint, _ in sections:
         fingerprints.setdefault(corpus, set()).add(fingerprint)
     tables = []
-    for (corpus, fingerprint, _), section in sections.items():
-        table = build_table(section)
+    for (corpus, fingerprint, preset), section in sections.items():
+        if benchmark is not None and not benchmark.matches(corpus, preset):
+            logger.info("records of %s (preset %s) are not results of benchmark %s; left out", corpus, preset, benchmark.name)
+            continue
+        table = build_table(section, benchmark or find_benchmark(corpus, preset))
         if len(fingerprints[corpus]) > 1 and fingerprint:  # same name, different data: tell them apart
             table.corpus = f"{corpus} ({fingerprint[:8]})"
         tables.append(table)
     return tables
 
 
-def build_table(records: Sequence[Mapping[str, Any]]) -> CorpusTable:
-    """The table of one section. ``records`` should already be one per (upstream, task), see :func:`latest_records`."""
+def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchmark | None = None) -> CorpusTable:
+    """The table of one section, against ``benchmark``'s tasks (None: the tasks found in ``records``).
+
+    ``records`` should already be one per (upstream, task), see :func:`latest_records`.
+    """
     if not records:
         raise ValueError("build_table needs at least one record")
+    records = [as_record(r) for r in records]
+    if benchmark is not None:
+        others = sorted({r.task.name for r in records} - set(benchmark.tasks))
+        records = [r for r in records if r.task.name in benchmark.tasks]
+        if not records:
+            raise ValueError(f"no records of benchmark {benchmark.name!r}'s tasks ({', '.join(benchmark.tasks)})")
     corpus, fingerprint, preset = section_key(records[0])
     rows: dict[tuple, dict[str, Any]] = {}
     directions: dict[str, bool] = {}
@@ -224,12 +244,17 @@ def build_table(records: Sequence[Mapping[str, Any]]) -> CorpusTable:
     for record in records:
         identity = upstream_identity(record)
         row = rows.setdefault(tuple(identity.values()), {**identity, "_record": record})
-        task = record["task"]["name"]
-        main = record["main_score"]
-        row[task] = float(main["value"])
-        directions[task] = bool(main.get("higher_is_better", record["task"].get("higher_is_better", True)))
-        metric_names[task] = str(main.get("name", record["task"].get("main_metric", "")))
-    tasks = sorted(directions)
+        task = record.task.name
+        row[task] = record.main_score
+        directions[task] = record.task.higher_is_better
+        metric_names[task] = record.task.main_metric
+    if benchmark is not None:
+        absent = [t for t in benchmark.tasks if t not in directions]
+        if absent:
+            _task_metadata(absent, directions, metric_names)
+        tasks = list(benchmark.tasks)
+    else:
+        tasks = sorted(directions)
     task_columns = {t: f"{t.upper()} {_metric_title(metric_names[t])} {UP if directions[t] else DOWN}" for t in tasks}
 
     fbank_rows = [r for r in rows.values() if r["upstream"] == FBANK]
@@ -237,6 +262,12 @@ def build_table(records: Sequence[Mapping[str, Any]]) -> CorpusTable:
     references = [r for r in rows.values() if r["upstream"] != FBANK and not r["method"]]
     reference = {t: best_value((r.get(t) for r in references), directions[t]) for t in tasks}
     notes = _score_notes(tasks, fbank_rows, fbank, reference, directions)
+    if benchmark is None:
+        notes.insert(0, "no declared benchmark for this corpus and preset: the columns are the tasks found in the records")
+    else:
+        notes += [f"benchmark {benchmark.name}: no result at all for {t}" for t in tasks if not any(t in r for r in rows.values())]
+        if others:
+            notes.append(f"records of tasks outside benchmark {benchmark.name} left out: {', '.join(others)}")
 
     table_rows = []
     for row in rows.values():
@@ -253,20 +284,27 @@ def build_table(records: Sequence[Mapping[str, Any]]) -> CorpusTable:
     higher.update({task_columns[t]: directions[t] for t in tasks})
     return CorpusTable(
         corpus=corpus, fingerprint=fingerprint, preset=preset, frame=frame, higher_is_better=higher,
-        task_columns=task_columns, notes=notes, convexity=find_convexity(rows.values()), num_records=len(records),
-        devices=sorted({_device_text(r.get("device")) for r in records} - {""}),
-        commands=sorted({str(r["command"]) for r in records if r.get("command")}),
-        latest_date=max((str(r.get("date", "")) for r in records), default=None) or None,
+        task_columns=task_columns, notes=notes, benchmark=benchmark.name if benchmark else None,
+        convexity=find_convexity(rows.values()), num_records=len(records),
+        devices=sorted({_device_text(r.device) for r in records} - {""}),
+        commands=sorted({r.command for r in records if r.command}),
+        latest_date=max((r.date for r in records), default=None) or None,
     )
 
 
+def _task_metadata(names: Sequence[str], directions: dict[str, bool], metric_names: dict[str, str]) -> None:
+    """Direction and main metric of tasks no record reports, from the task registry (for their columns)."""
+    from tasks.registry import get_task
+
+    for name in names:
+        task = get_task(name)
+        directions[name] = task.higher_is_better
+        metric_names[name] = task.main_metric
+
+
 def _frame_row(row: Mapping[str, Any], tasks: Sequence[str], task_columns: Mapping[str, str], score: float | None) -> dict:
-    upstream = row["_record"]["upstream"]
-    params, macs_per_second = _cost(upstream, "params"), _cost(upstream, "macs_per_second")
-    if macs_per_second is None and _cost(upstream, "macs") is not None:
-        macs_per_second = _cost(upstream, "macs") / (_cost(upstream, "input_seconds") or 1.0)
-    rtf = _cost(upstream, "rtf")
-    rtf = rtf if rtf is not None else _cost(upstream, "real_time_factor")
+    record: Record = row["_record"]
+    params, macs_per_second, rtf = record.cost("params"), record.macs_per_second(), record.cost("real_time_factor")
     out: dict[str, Any] = {column: row[column] for column in IDENTITY_COLUMNS}
     out[PARAMS_COLUMN] = params / 1e6 if params is not None else math.nan
     out[MACS_COLUMN] = macs_per_second / 1e9 if macs_per_second is not None else math.nan
@@ -331,11 +369,10 @@ def read_convexity(path: str | Path) -> tuple[dict[str, list[float]], int | None
     return curves, int(kept) if isinstance(kept, int | float) else None
 
 
-def convexity_candidates(upstream: Mapping[str, Any]) -> list[Path]:
+def convexity_candidates(record: Record) -> list[Path]:
     """Where a record's compression outputs may hold ``convexity.json``: the compression dir, the checkpoint's dir."""
-    compression = upstream.get("compression") or {}
-    places = [compression.get("dir"), compression.get("output_dir")]
-    ckpt = upstream.get("ckpt")
+    places = [record.compression.get("dir")]
+    ckpt = record.upstream.get("ckpt")
     if ckpt:
         places += [ckpt, str(Path(ckpt).parent)]
     found: list[Path] = []
@@ -351,7 +388,7 @@ def find_convexity(rows: Iterable[Mapping[str, Any]]) -> list[ConvexityCurves]:
     for row in rows:
         if not row.get("method"):
             continue
-        for path in convexity_candidates(row["_record"]["upstream"]):
+        for path in convexity_candidates(row["_record"]):
             if path in seen or not path.is_file():
                 continue
             seen.add(path)

@@ -10,6 +10,7 @@ import importlib
 
 from core.registry import Registry
 from tasks.base import Task
+from tasks.schedules import SCHEDULES
 
 TASKS: Registry[type[Task]] = Registry("task")
 BUILTIN_MODULES = ("tasks.asr", "tasks.pr", "tasks.sid", "tasks.slu")
@@ -19,6 +20,9 @@ def register_task(name: str):
     """Class decorator: register a Task subclass under ``name`` (which also becomes ``cls.name``)."""
 
     def decorator(cls: type[Task]) -> type[Task]:
+        missing = [s for s in SCHEDULES.names() if s not in cls.presets]
+        if missing:
+            raise ValueError(f"task {name!r} has no preset for the schedule(s) {', '.join(missing)} (tasks.schedules)")
         cls.name = name
         TASKS.register(name, cls)
         return cls

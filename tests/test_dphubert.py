@@ -380,7 +380,18 @@ def test_compress_command_passes_every_dphubert_option(tmp_path, monkeypatch, ca
         calls.append(kwargs)
         return out
 
-    monkeypatch.setattr(METHODS, "get", lambda name: fake_compress)
+    real_get = METHODS.get
+
+    class FakeMethod:  # the registry entry, with its compress function replaced
+        def __init__(self, method):
+            self.method = method
+
+        def __getattr__(self, name):
+            return getattr(self.method, name)
+
+        compress = staticmethod(fake_compress)
+
+    monkeypatch.setattr(METHODS, "get", lambda name: FakeMethod(real_get(name)))
     (tmp_path / "corpus.json").write_text("{}")  # resolve_corpus only checks that the corpus is prepared
     common = ["--corpus", str(tmp_path), "--out", str(tmp_path / "out")]
     argv = ["compress", "--method", "dphubert", "--stage1-steps", "3", "--save-every", "2", "--stage2-lr", "1e-3",
@@ -396,7 +407,7 @@ def test_compress_command_passes_every_dphubert_option(tmp_path, monkeypatch, ca
     assert config.stage2_steps == dphubert.PRESETS["demo"].stage2_steps
 
     assert harness_main(["compress", "--method", "convexity", "--labels", "word", *common]) == 0
-    assert calls.pop() == {"corpus": tmp_path, "preset": "demo", "device": None, "seed": 0, "labels": "word"}
+    assert calls.pop() == {"corpus": tmp_path, "preset": "demo", "device": "auto", "seed": 0, "labels": "word"}
     with caplog.at_level("ERROR"):  # an option of the other method is refused, naming it
         assert harness_main(["compress", "--method", "convexity", "--stage1-steps", "3", *common]) == 2
         assert harness_main(["compress", "--method", "dphubert", "--rule", "peak", *common]) == 2

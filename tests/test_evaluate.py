@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from core.records import load_records, write_record
 from core.registry import UnknownNameError
 from harness.cli import main
 from harness.evaluate import EvaluateConfig, bucketed_batches, evaluate
-from harness.records import build_record, load_records, write_record
+from harness.provenance import build_record
 from tasks.corpora.manifest import CorpusInfo
 from tasks.registry import get_task
 
@@ -74,7 +75,7 @@ def test_evaluate_fbank_and_a_registered_upstream_on_all_tasks(synth_corpus, tmp
     assert _run("--upstream", TINY, "--tasks", "asr,pr,sid,slu", *common) == 0
     assert tiny_upstream.built == 1
 
-    records = load_records(tmp_path / "rec")
+    records = [r.to_dict() for r in load_records(tmp_path / "rec")]  # the records as written
     assert len(records) == 8
     by_key = {(r["upstream"]["name"], r["task"]["name"]): r for r in records}
     fingerprint = CorpusInfo.read(synth_corpus).fingerprint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -11,8 +12,9 @@ import re
 import pandas as pd
 import pytest
 
+from core.records import Record, load_records, write_record
 from harness.cli import main
-from harness.records import build_record, load_records, write_record
+from harness.provenance import build_record
 from leaderboard.aggregate import SCORE_COLUMN, build_leaderboard, superb_score
 from leaderboard.render import FILE_NAMES, to_csv, to_html, to_markdown
 
@@ -21,13 +23,14 @@ TASKS = {"asr": ("wer", False), "sid": ("accuracy", True)}
 
 
 def make_record(upstream, task, value, *, method=None, sparsity=None, ckpt=None, params=1e6, date="2026-11-01T10:00:00+00:00"):
-    """A record in the schema of harness.records (only the fields the leaderboard reads)."""
+    """A record in the schema of core.records (only the fields the leaderboard reads)."""
     metric, higher = TASKS[task]
     info = {"name": upstream, "ckpt": ckpt, "ckpt_sha256": None, "params": params, "macs": 3e9, "input_seconds": 1.0}
     if method:
         info["compression"] = {"method": method, "teacher": "hubert_base", "sparsity": sparsity, "dir": ckpt}
         info["ckpt_sha256"] = f"{method}{sparsity}".encode().hex()
     return {
+        "record_version": 1,
         "date": date,
         "task": {"name": task, "metrics": [metric], "main_metric": metric, "higher_is_better": higher},
         "main_score": {"name": metric, "value": value, "higher_is_better": higher, "split": "test"},
@@ -72,14 +75,19 @@ def test_score_is_zero_for_fbank_1000_for_best_reference_and_the_ratio_in_betwee
     assert row(table, "hubert")["MACs (G per s of audio) ↓"] == pytest.approx(3.0)
 
 
-def test_cost_columns_read_either_record_layout():
+def test_cost_columns_read_the_record_fields_and_no_unwritten_aliases():
     flat = make_record("hubert", "asr", 20.0)
     flat["upstream"].update(macs=30e9, input_seconds=10.0, real_time_factor=0.05)
-    nested = make_record("wavlm", "asr", 20.0)
-    nested["upstream"] = {"name": "wavlm", "cost": {"params": 2e6, "macs_per_second": 4e9, "rtf": 0.2}}
-    (table,) = build_leaderboard([flat, nested])
-    assert list(row(table, "hubert")[["params (M) ↓", "MACs (G per s of audio) ↓", "RTF ↓"]]) == pytest.approx([1, 3, 0.05])
-    assert list(row(table, "wavlm")[["params (M) ↓", "MACs (G per s of audio) ↓", "RTF ↓"]]) == pytest.approx([2, 4, 0.2])
+    direct = make_record("wavlm", "asr", 20.0)
+    direct["upstream"].update(params=2e6, macs_per_second=4e9, real_time_factor=0.2)
+    # a layout no writer produces (costs nested under "cost", "rtf", "hash") is not read: missing
+    nested = make_record("w2v", "asr", 20.0)
+    nested["upstream"] = {"name": "w2v", "hash": "ab", "cost": {"params": 2e6, "macs_per_second": 4e9, "rtf": 0.2}}
+    (table,) = build_leaderboard([flat, direct, nested])
+    columns = ["params (M) ↓", "MACs (G per s of audio) ↓", "RTF ↓"]
+    assert list(row(table, "hubert")[columns]) == pytest.approx([1, 3, 0.05])
+    assert list(row(table, "wavlm")[columns]) == pytest.approx([2, 4, 0.2])
+    assert row(table, "w2v")[columns].isna().all() and row(table, "w2v")["checkpoint"] is None
 
 
 def test_best_reference_on_every_task_scores_1000_and_compressed_rows_are_not_references():
@@ -135,7 +143,7 @@ def test_corpora_and_presets_get_separate_tables():
 
 def _write_many(directory, record, writer, count):
     for i in range(count):
-        write_record({**record, "upstream": {**record["upstream"], "name": f"up{writer}_{i}"}}, directory)
+        write_record(dataclasses.replace(record, upstream={**record.upstream, "name": f"up{writer}_{i}"}), directory)
 
 
 def test_two_processes_writing_records_concurrently_lose_nothing(tmp_path):
@@ -187,7 +195,7 @@ def test_malformed_convexity_file_is_skipped(tmp_path, caplog):
 def test_cli_writes_all_files_and_prints_the_markdown(tmp_path, capsys):
     records_dir, out = tmp_path / "records", tmp_path / "board"
     for record in results([*REFERENCE_ROWS, ("pruned_hubert", {"asr": 50.0}, {"method": "dphubert"})]):
-        write_record(record, records_dir)
+        write_record(Record.from_dict(record), records_dir)
     assert main(["leaderboard", "--records", str(records_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for name in FILE_NAMES.values():

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
+from core.records import load_records
 from harness import run as pipeline
 from harness.cli import main as harness_main
 from harness.compression import methods
-from harness.records import load_records
 from upstreams import tiny_config
 from upstreams.model import SpeechEncoder
 
@@ -31,7 +32,7 @@ def test_run_end_to_end_then_resume(synth_corpus, teacher, tmp_path, capsys):
     # two spawned workers: the compression and the reference evaluations overlap
     assert harness_main(_args(tmp_path, teacher, synth_corpus, jobs="2")) == 0
     records = load_records(tmp_path / "records")
-    kinds = {(r["upstream"]["name"], (r["upstream"].get("compression") or {}).get("method")) for r in records}
+    kinds = {(r.upstream["name"], r.compression.get("method")) for r in records}
     assert kinds == {("fbank", None), ("pruned_hubert", None), ("pruned_hubert", "convexity")}
     printed = capsys.readouterr().out
     assert "convexity" in printed and "fbank" in printed  # the leaderboard is printed
@@ -55,20 +56,22 @@ def test_a_record_from_an_older_schedule_is_not_reused(synth_corpus, teacher, tm
     demo = SID.presets["demo"]  # the preset changes (a new version of the harness): every SID result is redone
     monkeypatch.setitem(SID.presets, "demo", dataclasses.replace(demo, train=dataclasses.replace(demo.train, lr=0.02)))
     assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
-    new = [r for r in load_records(tmp_path / "records") if r["config"]["train"]["lr"] == 0.02]
+    new = [r for r in load_records(tmp_path / "records") if r.config["train"]["lr"] == 0.02]
     assert len({p.name for p in (tmp_path / "records").iterdir()} - first) == len(first) == len(new) == 3
 
 
-def test_a_failing_method_does_not_lose_the_others(synth_corpus, teacher, tmp_path, monkeypatch, caplog):
-    def broken(*args, **kwargs):
-        raise RuntimeError("out of memory (simulated)")
+def _broken_compress(*args, **kwargs):
+    raise RuntimeError("out of memory (simulated)")
 
+
+def test_a_failing_method_does_not_lose_the_others(synth_corpus, teacher, tmp_path, monkeypatch, caplog):
+    broken = dataclasses.replace(methods.METHODS.get("dphubert"), entry="test_run:_broken_compress")
     monkeypatch.setattr(methods.METHODS, "_entries", {**methods.METHODS._entries, "dphubert": broken})
     code = harness_main(_args(tmp_path, teacher, synth_corpus, methods_="dphubert,convexity"))
     assert code == 1
     assert "compression dphubert-0.75: RuntimeError: out of memory (simulated)" in caplog.text
     records = load_records(tmp_path / "records")
-    assert any((r["upstream"].get("compression") or {}).get("method") == "convexity" for r in records)
+    assert any(r.compression.get("method") == "convexity" for r in records)
     assert (tmp_path / "lb" / "leaderboard.md").is_file()
 
 
@@ -77,8 +80,8 @@ def test_bad_options_fail_before_any_work(tmp_path, teacher, synth_corpus):
     assert harness_main([*_args(tmp_path, teacher, synth_corpus), "--sparsity", "1.5"]) == 2
     assert not (tmp_path / "out").exists()
     jobs = pipeline._compression_jobs(pipeline.RunConfig(methods=["convexity", "dphubert"], sparsities=[0.5, 0.75]))
-    assert [p.name for _, p in jobs] == ["convexity", "dphubert-0.5", "dphubert-0.75"]
-    assert json.dumps([m for m, _ in jobs]) == '["convexity", "dphubert", "dphubert"]'
+    assert [job.out.name for job in jobs] == ["convexity", "dphubert-0.5", "dphubert-0.75"]
+    assert json.dumps([job.method for job in jobs]) == '["convexity", "dphubert", "dphubert"]'
 
 
 def test_a_checkpoint_from_another_teacher_is_not_reused(synth_corpus, teacher, tmp_path, caplog):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from harness.compression import dphubert_options
+from harness.compression.methods import METHODS
+from harness.devices import DEFAULT_DEVICE, DEVICE_HELP
+from tasks.corpora.resolve import DEFAULT_CORPUS, SPEC_HELP
+from tasks.schedules import DEFAULT_SCHEDULE, SCHEDULES
 
 logger = logging.getLogger(__name__)
 
@@ -24,34 +27,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compress",
         help="compress a teacher (convexity layer pruning or DPHuBERT) into a compact upstream",
-        description="Compress a speech encoder into a compact checkpoint that loads as an s3prl upstream.",
+        description="Compress a speech encoder into a compact checkpoint that loads as an s3prl upstream. Methods: "
+        + "; ".join(f"{name}: {METHODS.get(name).help}" for name in METHODS.names()) + ".",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--method", required=True, help="convexity or dphubert")
+    parser.add_argument("--method", required=True, help=f"the compression method: {', '.join(METHODS.names())}")
     parser.add_argument("--teacher", default=None,
                         help="compact dir, transformers dir or hub name, torchaudio:BUNDLE, fairseq .pt or DPHuBERT .pth "
                         "(default: the embedded SynthSpeech HuBERT teacher)")  # fmt: skip
     parser.add_argument("--out", required=True, help="output directory (the compact checkpoint)")
-    parser.add_argument("--corpus", default="synth", help="synth (default), synth:DIR, NAME:PATH or a prepared corpus dir")
-    parser.add_argument("--preset", default="demo", help="demo (CPU, minutes) or paper (the paper's schedule)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    convexity = parser.add_argument_group("convexity", "options of --method convexity")
-    convexity.add_argument("--labels", default=None, help="word, phone, speaker or all (default: all)")
-    convexity.add_argument("--rule", default=None, help="peak (default) or plateau: where the kept layers end")
-    convexity.add_argument("--max-points", type=int, default=None,
-                           help="labelled segments per label type (default: demo 2000, paper 5000)")  # fmt: skip
-    convexity.add_argument("--finetune", default=None, metavar="TASK",
-                           help="then fine-tune the pruned model and, for comparison, the full teacher end to end with "
-                           "TASK's head (asr, pr, sid or slu); writes OUT/finetune-TASK.json (test metric, training "
-                           "and inference time of both) and OUT/finetuned-TASK/; skipped if that JSON exists")
-    convexity.add_argument("--finetune-steps", type=int, default=None, metavar="N",
-                           help="override the fine-tuning preset's steps (demo 40, paper 20000)")
-    dphubert = parser.add_argument_group("dphubert", "options of --method dphubert (defaults: the preset's)")
-    dphubert_options.add_arguments(dphubert)
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help=SPEC_HELP)
+    parser.add_argument("--preset", default=DEFAULT_SCHEDULE, choices=SCHEDULES.names(),
+                        help=f"the method's schedule: demo (CPU, minutes) or paper (the paper's) (default: {DEFAULT_SCHEDULE})")
+    parser.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    groups = {}
+    for name in METHODS.names():  # each method's own options, in a group of its own
+        group = parser.add_argument_group(name, f"options of --method {name} (defaults: the preset's)")
+        METHODS.get(name).add_arguments(group)
+        groups[name] = _dests(group)
     # each method receives the options of its own group (their destinations are its keyword names)
-    parser.set_defaults(func=_run, method_options={"convexity": _dests(convexity), "dphubert": _dests(dphubert)})
+    parser.set_defaults(func=_run, method_options=groups)
 
 
 def _dests(group: argparse._ArgumentGroup) -> list[str]:
@@ -76,10 +73,9 @@ def method_options(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace) -> int:
     from core.paths import EMBEDDED_TEACHER
-    from harness.commands.evaluate import resolve_corpus
-    from harness.compression.methods import METHODS
+    from tasks.corpora.resolve import resolve_corpus
 
-    compress = METHODS.get(args.method)
+    compress = METHODS.get(args.method).compress
     options = method_options(args)
     teacher = args.teacher or str(EMBEDDED_TEACHER)
     logger.debug("%s options: %s", args.method, options)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from tasks.corpora.synth_sizes import DEFAULT_SIZE, SIZES
+
 logger = logging.getLogger(__name__)
 
 
@@ -17,12 +19,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="synthesise the embedded SynthSpeech corpus with eSpeak NG",
         description="Synthesise SynthSpeech: 16 kHz wavs, manifests for asr/pr/sid/slu/words, alignments, checksums. "
         "A complete corpus with the same preset and seed is reused; an interrupted one is resumed.",
-        epilog="Example: harness corpus synth --out data/synth-tiny --preset tiny --seed 0",
+        epilog="Example: harness corpus synth --out data/synth-tiny --size tiny --seed 0",
     )
     synth.add_argument("--out", required=True, help="output directory")
-    synth.add_argument("--preset", default="tiny", help="micro (tests), tiny, small or full (default: tiny)")
+    synth.add_argument("--size", "--preset", dest="size", default=DEFAULT_SIZE,
+                       help=f"how much to make: {', '.join(SIZES)} (micro is for tests; default: {DEFAULT_SIZE}); "
+                       "--preset is the old spelling")
     synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
-    synth.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
+    synth.add_argument("--workers", type=int, default=None, help="synthesis processes, 1 or more (default: CPU count)")
     synth.set_defaults(func=_synth)
 
     prepare = actions.add_parser(
@@ -44,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from tasks.corpora.synth import synthesize_corpus
 
-    root = synthesize_corpus(args.out, preset=args.preset, seed=args.seed, workers=args.workers)
+    root = synthesize_corpus(args.out, preset=args.size, seed=args.seed, workers=args.workers)
     logger.info("SynthSpeech ready at %s", root)
     return 0
 

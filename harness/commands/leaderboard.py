@@ -8,16 +8,20 @@ import shlex
 import sys
 from pathlib import Path
 
+from core.paths import LEADERBOARD_DIR, RECORDS_DIR
+from tasks.benchmarks import BENCHMARKS
+
 logger = logging.getLogger(__name__)
 
 EPILOG = """examples:
   harness leaderboard
-  harness leaderboard --records runs/records --out leaderboard/
+  harness leaderboard --records leaderboard/published/cpu-demo/records --out runs/cpu-demo --benchmark synthspeech-demo
 
 Writes OUT/leaderboard.md, OUT/leaderboard.csv and OUT/leaderboard.html (self-contained, sortable
 columns, plots of score vs parameters and of convexity per layer), then prints the Markdown.
-One table per corpus and downstream preset; when an upstream was evaluated twice on a task, the
-latest record wins.
+One table per corpus and downstream preset, its columns the tasks of the declared benchmark of that
+corpus and preset (tasks.benchmarks); when an upstream was evaluated twice on a task, the latest
+record wins.
 """
 
 
@@ -31,15 +35,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--records", type=Path, default=Path("records"),
-                        help="directory of JSON run records (default: records)")
-    parser.add_argument("--out", type=Path, default=Path("leaderboard"),
-                        help="directory for leaderboard.md/.csv/.html (default: leaderboard)")
+    parser.add_argument("--records", type=Path, default=RECORDS_DIR,
+                        help=f"directory of JSON run records (default: {RECORDS_DIR})")
+    parser.add_argument("--out", type=Path, default=LEADERBOARD_DIR,
+                        help=f"directory for leaderboard.md/.csv/.html (default: {LEADERBOARD_DIR})")
+    parser.add_argument("--benchmark", default=None, choices=BENCHMARKS.names(),
+                        help="aggregate against this declared benchmark only: its tasks are the columns, a missing one "
+                        "is shown as missing (default: each corpus and preset against its declared benchmark, if any)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.records import load_records
+    from core.records import load_records
     from leaderboard.aggregate import build_leaderboard
     from leaderboard.render import write_leaderboard
 
@@ -48,8 +55,15 @@ def run(args: argparse.Namespace) -> int:
     records = load_records(args.records)
     if not records:
         raise ValueError(f"--records {args.records}: no run records (*.json) there; run `harness evaluate` first")
-    command = shlex.join(["harness", "leaderboard", "--records", str(args.records), "--out", str(args.out)])
-    paths = write_leaderboard(build_leaderboard(records), args.out, command=command)
+    words = ["harness", "leaderboard", "--records", str(args.records), "--out", str(args.out)]
+    benchmark = None
+    if args.benchmark:
+        benchmark = BENCHMARKS.get(args.benchmark)
+        words += ["--benchmark", args.benchmark]
+    tables = build_leaderboard(records, benchmark)
+    if not tables:
+        raise ValueError(f"--benchmark {args.benchmark}: no records in {args.records} are of its corpus and preset")
+    paths = write_leaderboard(tables, args.out, command=shlex.join(words))
     logger.info("leaderboard from %d records written: %s", len(records), ", ".join(str(p) for p in paths.values()))
     sys.stdout.write(paths["markdown"].read_text(encoding="utf-8"))
     return 0

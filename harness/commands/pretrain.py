@@ -6,6 +6,8 @@ import argparse
 import logging
 
 from harness.commands import set_torch_threads
+from harness.devices import DEFAULT_DEVICE, DEVICE_HELP
+from harness.pretrain_config import DEFAULT_RECIPE, PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -16,12 +18,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="pretrain a small HuBERT teacher (masked prediction of k-means targets, two iterations)",
         description="HuBERT pretraining: iteration 1 on MFCC k-means targets, iteration 2 on k-means of an "
         "iteration-1 layer. Uses the GPU with bf16 when present; multi-GPU with torchrun. A killed run resumes.",
-        epilog="Example: harness pretrain --corpus data/synth-small-seed1 --preset tiny --out runs/teacher",
+        epilog="Example: harness pretrain --corpus data/synth-small-seed1 --recipe tiny --out runs/teacher",
     )
     parser.add_argument("--corpus", required=True, help="a prepared corpus directory (e.g. from `harness corpus synth`)")
-    parser.add_argument("--preset", default="tiny", help="tiny (default; a few M parameters) or small")
+    parser.add_argument("--recipe", "--preset", dest="recipe", default=DEFAULT_RECIPE,
+                        help=f"architecture and schedule: {', '.join(PRESETS)} (default: {DEFAULT_RECIPE}, the embedded "
+                        "teacher's); --preset is the old spelling")
     parser.add_argument("--out", required=True, help="output directory; the teacher lands in OUT/teacher")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
     parser.add_argument("--steps", type=int, nargs=2, metavar=("ITER1", "ITER2"), help="override steps per iteration")
     parser.add_argument("--batch-size", type=int, help="override the batch size")
     parser.add_argument("--threads", type=int, default=None,
@@ -38,6 +42,6 @@ def _run(args: argparse.Namespace) -> int:
         overrides["steps"] = list(args.steps)
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
-    teacher = pretrain(args.corpus, args.out, args.preset, args.device, overrides, command=command_line())
+    teacher = pretrain(args.corpus, args.out, args.recipe, args.device, overrides, command=command_line())
     logger.info("teacher written to %s", teacher)
     return 0

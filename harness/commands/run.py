@@ -7,6 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.commands import default_of
+from harness.devices import DEVICE_HELP
+from tasks.corpora.resolve import SPEC_HELP
+from tasks.schedules import SCHEDULES, schedule_help
+
 EXAMPLES = """examples:
   harness run --upstream pruned_hubert --tasks asr,sid
   harness run --upstream pruned_hubert --tasks asr,pr,sid,slu --methods dphubert --sparsity 0.5,0.75,0.9
@@ -19,6 +24,9 @@ A rerun skips what is finished: compact checkpoints, cached features and records
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from harness.compression.methods import METHODS
+    from harness.run import RunConfig as D  # every option's default is its field's (torch-free import)
+
     parser = subparsers.add_parser(
         "run",
         help="the main job: compress with every method, evaluate beside the teacher and FBANK, print the leaderboard",
@@ -26,23 +34,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--upstream", default="pruned_hubert",
-                        help="s3prl entry the compact models load as: pruned_hubert, pruned_wavlm or pruned_wav2vec2")
-    parser.add_argument("--tasks", default="asr,sid", help="comma-separated tasks: asr, pr, sid, slu (default: asr,sid)")
-    parser.add_argument("--methods", default="convexity,dphubert", help="compression methods (default: convexity,dphubert)")
+    targets = ", ".join(f"{m.name} {m.default_target:g}" for m in map(METHODS.get, METHODS.names()) if m.target_option)
+    parser.add_argument("--upstream", default=default_of(D, "upstream"),
+                        help="s3prl entry the compact models load as: pruned_hubert, pruned_wavlm or pruned_wav2vec2 "
+                        f"(default: {default_of(D, 'upstream')})")
+    parser.add_argument("--tasks", default=default_of(D, "tasks"),
+                        help=f"comma-separated tasks: asr, pr, sid, slu (default: {default_of(D, 'tasks')})")
+    parser.add_argument("--methods", default=default_of(D, "methods"),
+                        help=f"compression methods (default: {default_of(D, 'methods')}: every registered one)")
     parser.add_argument("--teacher", default=None,
                         help="compact dir, transformers dir or hub name, torchaudio:BUNDLE, fairseq .pt "
                         "(default: the embedded SynthSpeech HuBERT teacher)")
-    parser.add_argument("--corpus", default="synth", help="synth (default; generated on first use), synth:DIR, NAME:PATH or a prepared corpus")
-    parser.add_argument("--preset", default="demo", choices=["demo", "paper"], help="demo (CPU, minutes) or paper settings")
-    parser.add_argument("--sparsity", default="0.75", help="DPHuBERT target sparsities, comma-separated; one row per level")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    parser.add_argument("--out", type=Path, default=Path("runs/run"), help="compression outputs (default: runs/run)")
-    parser.add_argument("--records", type=Path, default=Path("runs/records"), help="run records (default: runs/records)")
-    parser.add_argument("--leaderboard", type=Path, default=Path("runs/leaderboard"),
-                        help="where leaderboard.md/.csv/.html go (default: runs/leaderboard)")
-    parser.add_argument("--cache", type=Path, default=Path("data/cache"), help="feature cache (default: data/cache)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every method and head (default: 0)")
+    parser.add_argument("--corpus", default=default_of(D, "corpus"), help=SPEC_HELP)
+    parser.add_argument("--preset", default=default_of(D, "preset"), choices=SCHEDULES.names(), help=schedule_help())
+    parser.add_argument("--sparsity", default=None,
+                        help="target sparsities of the methods that take one, comma-separated; one row per level "
+                        f"(default: each method's own: {targets})")
+    parser.add_argument("--device", default=default_of(D, "device"), help=DEVICE_HELP)
+    parser.add_argument("--out", type=Path, default=default_of(D, "out"),
+                        help=f"compression outputs (default: {default_of(D, 'out')})")
+    parser.add_argument("--records", type=Path, default=default_of(D, "records_dir"),
+                        help=f"run records (default: {default_of(D, 'records_dir')})")
+    parser.add_argument("--leaderboard", type=Path, default=default_of(D, "leaderboard_dir"),
+                        help=f"where leaderboard.md/.csv/.html go (default: {default_of(D, 'leaderboard_dir')})")
+    parser.add_argument("--cache", type=Path, default=default_of(D, "cache_dir"),
+                        help=f"feature cache (default: {default_of(D, 'cache_dir')})")
+    parser.add_argument("--seed", type=int, default=default_of(D, "seed"),
+                        help=f"seed of every method and head (default: {default_of(D, 'seed')})")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on downstream training steps (quick checks)")
     parser.add_argument("--jobs", default="auto",
                         help="parallel worker processes; compressions and evaluations overlap (default auto: "
@@ -51,21 +69,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from core.paths import EMBEDDED_TEACHER
     from harness.run import RunConfig, run
 
-    try:
-        sparsities = [float(s) for s in args.sparsity.split(",") if s]
-    except ValueError as err:
-        raise ValueError(f"--sparsity {args.sparsity!r}: give numbers between 0 and 1, e.g. 0.5,0.75") from err
-    if not sparsities or not all(0 < s < 1 for s in sparsities):
-        raise ValueError(f"--sparsity {args.sparsity!r}: every level must be between 0 and 1 (exclusive)")
+    sparsities = None
+    if args.sparsity is not None:
+        try:
+            sparsities = [float(s) for s in args.sparsity.split(",") if s]
+        except ValueError as err:
+            raise ValueError(f"--sparsity {args.sparsity!r}: give numbers between 0 and 1, e.g. 0.5,0.75") from err
+        if not sparsities or not all(0 < s < 1 for s in sparsities):
+            raise ValueError(f"--sparsity {args.sparsity!r}: every level must be between 0 and 1 (exclusive)")
     config = RunConfig(
         jobs=_jobs(args.jobs, args.device),
         upstream=args.upstream,
         tasks=[t for t in args.tasks.split(",") if t],
         methods=[m for m in args.methods.split(",") if m],
-        teacher=args.teacher or str(EMBEDDED_TEACHER),
+        teacher=args.teacher or default_of(RunConfig, "teacher"),
         corpus=args.corpus,
         preset=args.preset,
         sparsities=sparsities,

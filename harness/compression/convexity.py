@@ -30,16 +30,23 @@ import torch
 from tqdm import tqdm
 
 from core.files import write_json
+from harness.compression.convexity_options import (
+    DEFAULT_LABELS,
+    DEFAULT_RULE,
+    LABEL_TYPES,
+    MAX_POINTS,
+    parse_labels,
+)
 from harness.compression.convexity_plot import plot_convexity
 from harness.compression.graph_convexity import ConvexityConfig, graph_convexity_per_layer
 from harness.compression.layer_scores import block_influence, linear_probe_per_layer
-from harness.compression.layer_selection import select_layers
+from harness.compression.layer_selection import RULES, select_layers
+from harness.devices import resolve_device
 from tasks.audio import load_audio
 from tasks.corpora.manifest import SPLITS, ManifestError, parse_alignment, read_manifest
 
 logger = logging.getLogger(__name__)
 
-LABEL_TYPES = ("word", "phone", "speaker")
 FRAME_SECONDS = 0.02  # 320 samples at 16 kHz, the stride of every supported encoder
 
 
@@ -110,9 +117,6 @@ def _balanced_sample(segments: list[Segment], max_points: int, seed: int) -> lis
     return chosen
 
 
-#: Labelled segments per label type by preset: the paper samples up to 5000; the CPU demo keeps
-#: scoring and probes to about a minute.
-MAX_POINTS = {"demo": 2000, "paper": 5000}
 
 
 @torch.no_grad()
@@ -152,8 +156,8 @@ def compress_convexity(
     corpus: str | os.PathLike,
     preset: str = "demo",
     device: str | None = None,
-    labels: str = "all",
-    rule: str = "peak",
+    labels: str = DEFAULT_LABELS,
+    rule: str = DEFAULT_RULE,
     max_points: int | None = None,
     seed: int = 0,
     finetune: str | None = None,
@@ -169,15 +173,14 @@ def compress_convexity(
     if preset not in MAX_POINTS:
         raise ValueError(f"unknown convexity preset {preset!r}; choose one of {', '.join(MAX_POINTS)}")
     max_points = max_points or MAX_POINTS[preset]
-    label_types = LABEL_TYPES if labels == "all" else tuple(labels.split(","))
-    for label_type in label_types:
-        if label_type not in LABEL_TYPES:
-            raise ValueError(f"--labels {labels!r}: unknown label type {label_type!r}; use word, phone, speaker or all")
+    label_types = parse_labels(labels)
+    if rule not in RULES:  # before any scoring, not after it
+        raise ValueError(f"--rule {rule!r}: choose one of {', '.join(RULES)}")
     if finetune is not None:
         check_task_data(finetune, corpus, preset)  # fail before the scoring, not after
     elif finetune_steps is not None:
         raise ValueError("--finetune-steps needs --finetune TASK")
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_device = torch.device(resolve_device(device))
     model = load_upstream(teacher)
     started = time.perf_counter()
 

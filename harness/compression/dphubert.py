@@ -61,82 +61,19 @@ from tqdm import tqdm
 from core.audio import SAMPLE_RATE
 from core.files import atomic_open, write_json
 from harness import training
-from harness.compression.dphubert_options import add_arguments  # noqa: F401 - the recipe's options, torch-free
-from harness.compression.hardconcrete import UNIT_KINDS, EncoderGates
+from harness.compression.dphubert_options import (  # noqa: F401 - re-exported: the recipe's settings
+    PRESETS,
+    UNIT_KINDS,
+    DPHuBERTConfig,
+    add_arguments,
+    resolve_config,
+)
+from harness.compression.hardconcrete import EncoderGates
 from upstreams.checkpoint import is_compact_checkpoint, load_compact
 from upstreams.model import SpeechEncoder
 
 logger = logging.getLogger(__name__)
 WORK_DIR = "dphubert"
-
-
-@dataclass
-class DPHuBERTConfig:
-    """Schedule and options of one DPHuBERT run (fractions are of the stage's steps)."""
-
-    sparsity: float = 0.75
-    stage1_steps: int = 50_000
-    stage1_lr: float = 2e-4
-    stage1_warmup: float = 0.3  # 15k of 50k
-    sparsity_warmup: float = 0.1  # target rises from 0 over 5k of 50k steps
-    reg_lr: float = 0.02  # log_alpha: +reg_lr, lambdas: -reg_lr (ascent)
-    stage2_steps: int = 25_000
-    stage2_lr: float = 1e-4
-    stage2_warmup: float = 0.2  # 5k of 25k
-    weight_decay: float = 0.0
-    grad_clip: float = 10.0
-    batch_seconds: float = 160.0  # audio per batch and process, after cropping
-    crop_seconds: float = 15.625  # longest crop; a batch is cropped to its shortest item
-    min_seconds: float = 2.0  # shorter utterances are not used
-    distill_layers: list[int] | None = None  # None: 0 and every L/3-th hidden state
-    prune: list[str] | None = None  # None: conv, heads, ffn_units (no conv for layer-norm extractors)
-    prune_blocks: bool = False
-    student_dropout: float = 0.0
-    budget_tolerance: float = 0.005  # project onto the budget when further off than this
-    save_every: int = 1000
-    seed: int = 0
-    threads: int | None = None  # torch intra-op threads (None: torch's default); not part of the result
-
-    def validate(self) -> None:
-        if not 0.0 < self.sparsity < 1.0:
-            raise ValueError(f"--sparsity must lie in (0, 1), got {self.sparsity}")
-        if self.stage1_steps < 1 or self.stage2_steps < 0:
-            raise ValueError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
-        if self.batch_seconds < 0.05 or self.crop_seconds < 0.05:
-            raise ValueError("--batch-seconds and --crop-seconds must be at least 0.05 s")
-        if self.save_every < 1:
-            raise ValueError("--save-every must be >= 1")
-        unknown = sorted(set(self.prune or ()) - set(UNIT_KINDS))
-        if unknown:
-            raise ValueError(f"--prune: unknown structures {unknown}; choose from {', '.join(UNIT_KINDS)}")
-
-
-PRESETS = {
-    # The paper's schedule (4 GPUs; LibriSpeech 960 h).
-    "paper": DPHuBERTConfig(),
-    # CPU demo: the embedded 5.3 M-parameter teacher on SynthSpeech in about 4 minutes on 2 cores, so
-    # that `harness run` fits its 20-minute budget. One thread: on a shared machine two threads wait on
-    # each other (3x slower measured under load).
-    "demo": DPHuBERTConfig(
-        stage1_steps=200, stage1_lr=5e-4, stage1_warmup=0.1, sparsity_warmup=0.5, reg_lr=0.1,
-        stage2_steps=60, stage2_lr=3e-4, stage2_warmup=0.1, batch_seconds=8.0, crop_seconds=2.0, min_seconds=0.5,
-        save_every=50, threads=1,
-    ),  # fmt: skip
-}
-
-
-def resolve_config(preset: str, sparsity: float, options: dict) -> DPHuBERTConfig:
-    """The preset with ``sparsity`` and non-None ``options`` applied; unknown options are refused."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown DPHuBERT preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(DPHuBERTConfig)}
-    overrides = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown DPHuBERT options {unknown}; known: {', '.join(sorted(fields))}")
-    config = dataclasses.replace(PRESETS[preset], sparsity=sparsity, **overrides)
-    config.validate()
-    return config
 
 
 # ---------------------------------------------------------------------- model pieces
@@ -427,7 +364,7 @@ def compress_dphubert(
     corpus: str | os.PathLike,
     preset: str = "demo",
     device: str | None = None,
-    sparsity: float = 0.75,
+    sparsity: float = DPHuBERTConfig.sparsity,
     measure_cost: bool = True,
     **options,
 ) -> Path:

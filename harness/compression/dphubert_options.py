@@ -1,14 +1,90 @@
-"""DPHuBERT's command-line options, kept apart from the recipe so that ``harness compress --help``
-does not import torch.
+"""DPHuBERT's settings: the config dataclass, its presets and its command-line options, kept apart
+from the recipe (``harness.compression.dphubert``) so that ``harness compress --help`` does not
+import torch, and so that every default is written once, here.
 
-Every option's destination is a field of ``harness.compression.dphubert.DPHuBERTConfig`` (or
-``sparsity``); ``compress_dphubert(**options)`` applies the values as overrides of the preset and
-refuses names it does not know. Defaults are None: the preset decides.
+Every option's destination is a field of :class:`DPHuBERTConfig`; ``compress_dphubert(**options)``
+applies the given values as overrides of the preset and refuses names it does not know. Option
+defaults are None (the preset decides); the help text shows the presets' values.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass
+
+#: Structures DPHuBERT can gate: the paper's recipe prunes "conv, head, interm".
+UNIT_KINDS = ("conv", "heads", "ffn_units")
+
+
+
+@dataclass
+class DPHuBERTConfig:
+    """Schedule and options of one DPHuBERT run (fractions are of the stage's steps)."""
+
+    sparsity: float = 0.75
+    stage1_steps: int = 50_000
+    stage1_lr: float = 2e-4
+    stage1_warmup: float = 0.3  # 15k of 50k
+    sparsity_warmup: float = 0.1  # target rises from 0 over 5k of 50k steps
+    reg_lr: float = 0.02  # log_alpha: +reg_lr, lambdas: -reg_lr (ascent)
+    stage2_steps: int = 25_000
+    stage2_lr: float = 1e-4
+    stage2_warmup: float = 0.2  # 5k of 25k
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0
+    batch_seconds: float = 160.0  # audio per batch and process, after cropping
+    crop_seconds: float = 15.625  # longest crop; a batch is cropped to its shortest item
+    min_seconds: float = 2.0  # shorter utterances are not used
+    distill_layers: list[int] | None = None  # None: 0 and every L/3-th hidden state
+    prune: list[str] | None = None  # None: conv, heads, ffn_units (no conv for layer-norm extractors)
+    prune_blocks: bool = False
+    student_dropout: float = 0.0
+    budget_tolerance: float = 0.005  # project onto the budget when further off than this
+    save_every: int = 1000
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads (None: torch's default); not part of the result
+
+    def validate(self) -> None:
+        if not 0.0 < self.sparsity < 1.0:
+            raise ValueError(f"--sparsity must lie in (0, 1), got {self.sparsity}")
+        if self.stage1_steps < 1 or self.stage2_steps < 0:
+            raise ValueError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
+        if self.batch_seconds < 0.05 or self.crop_seconds < 0.05:
+            raise ValueError("--batch-seconds and --crop-seconds must be at least 0.05 s")
+        if self.save_every < 1:
+            raise ValueError("--save-every must be >= 1")
+        unknown = sorted(set(self.prune or ()) - set(UNIT_KINDS))
+        if unknown:
+            raise ValueError(f"--prune: unknown structures {unknown}; choose from {', '.join(UNIT_KINDS)}")
+
+
+PRESETS = {
+    # The paper's schedule (4 GPUs; LibriSpeech 960 h).
+    "paper": DPHuBERTConfig(),
+    # CPU demo: the embedded 5.3 M-parameter teacher on SynthSpeech in about 4 minutes on 2 cores, so
+    # that `harness run` fits its 20-minute budget. One thread: on a shared machine two threads wait on
+    # each other (3x slower measured under load).
+    "demo": DPHuBERTConfig(
+        stage1_steps=200, stage1_lr=5e-4, stage1_warmup=0.1, sparsity_warmup=0.5, reg_lr=0.1,
+        stage2_steps=60, stage2_lr=3e-4, stage2_warmup=0.1, batch_seconds=8.0, crop_seconds=2.0, min_seconds=0.5,
+        save_every=50, threads=1,
+    ),  # fmt: skip
+}
+
+
+def resolve_config(preset: str, sparsity: float, options: dict) -> DPHuBERTConfig:
+    """The preset with ``sparsity`` and non-None ``options`` applied; unknown options are refused."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown DPHuBERT preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(DPHuBERTConfig)}
+    overrides = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown DPHuBERT options {unknown}; known: {', '.join(sorted(fields))}")
+    config = dataclasses.replace(PRESETS[preset], sparsity=sparsity, **overrides)
+    config.validate()
+    return config
 
 
 def _int_list(text: str) -> list[int]:
@@ -30,15 +106,21 @@ def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
         keyword names ``compress_dphubert`` takes.
     """
     add = parser.add_argument
+    paper, demo = PRESETS["paper"], PRESETS["demo"]
     actions = [
-        add("--sparsity", type=float, default=None, help="fraction of the teacher's parameters to remove (default 0.75)"),
-        add("--stage1-steps", type=int, default=None, help="distill+prune steps (paper 50000, demo 200)"),
-        add("--stage2-steps", type=int, default=None, help="final distillation steps of the pruned model (paper 25000, demo 60)"),
-        add("--stage1-lr", type=float, default=None, help="peak learning rate of stage 1 (paper 2e-4)"),
-        add("--stage2-lr", type=float, default=None, help="peak learning rate of stage 2 (paper 1e-4)"),
-        add("--reg-lr", type=float, default=None, help="learning rate of the gates; the multipliers use minus this (paper 0.02)"),
-        add("--batch-seconds", type=float, default=None, help="seconds of audio per batch and process (paper 160)"),
-        add("--crop-seconds", type=float, default=None, help="longest crop per utterance (paper 15.625)"),
+        add("--sparsity", type=float, default=None,
+            help=f"fraction of the teacher's parameters to remove (default {DPHuBERTConfig.sparsity:g})"),
+        add("--stage1-steps", type=int, default=None,
+            help=f"distill+prune steps (paper {paper.stage1_steps}, demo {demo.stage1_steps})"),
+        add("--stage2-steps", type=int, default=None,
+            help=f"final distillation steps of the pruned model (paper {paper.stage2_steps}, demo {demo.stage2_steps})"),
+        add("--stage1-lr", type=float, default=None, help=f"peak learning rate of stage 1 (paper {paper.stage1_lr:g})"),
+        add("--stage2-lr", type=float, default=None, help=f"peak learning rate of stage 2 (paper {paper.stage2_lr:g})"),
+        add("--reg-lr", type=float, default=None,
+            help=f"learning rate of the gates; the multipliers use minus this (paper {paper.reg_lr:g})"),
+        add("--batch-seconds", type=float, default=None,
+            help=f"seconds of audio per batch and process (paper {paper.batch_seconds:g})"),
+        add("--crop-seconds", type=float, default=None, help=f"longest crop per utterance (paper {paper.crop_seconds:g})"),
         add("--distill-layers", type=_int_list, default=None,
             help="hidden states to distil, e.g. 0,4,8,12 (default: 0 and every L/3-th)"),
         add("--prune", type=_name_list, default=None,
@@ -46,7 +128,8 @@ def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
             "layer-norm extractors, whose pruning is not exact)"),
         add("--prune-blocks", action="store_const", const=True, default=None,
             help="also gate whole attention and FFN blocks (the paper's recipe does not)"),
-        add("--save-every", type=int, default=None, help="steps between resume points (paper 1000, demo 50)"),
-        add("--threads", type=int, default=None, help="torch CPU threads (demo 1; paper: torch's default)"),
+        add("--save-every", type=int, default=None,
+            help=f"steps between resume points (paper {paper.save_every}, demo {demo.save_every})"),
+        add("--threads", type=int, default=None, help=f"torch CPU threads (demo {demo.threads}; paper: torch's default)"),
     ]  # fmt: skip
     return [action.dest for action in actions]

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from core.files import atomic_path, write_json
-from harness import records, training
+from harness import provenance, training
 from harness.evaluate import bucketed_batches
 from tasks.audio import SAMPLE_RATE, load_audio
 from tasks.base import Task, TaskPreset
@@ -387,7 +387,7 @@ def finetune_pair(
         "schedule": dataclasses.asdict(config),
         "head": dataclasses.asdict(task_preset.head),
         "labels": task.label_state(),
-        "device": records.device_description(str(runtime.device)),
+        "device": provenance.device_description(str(runtime.device)),
         "seeds": {"train": seed},
         "models": models,
         "comparison": comparison,

@@ -29,6 +29,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from harness.compression.dphubert_options import UNIT_KINDS
 from upstreams.config import EncoderConfig, expected_num_params, mask_names
 
 TEMPERATURE = 2.0 / 3.0
@@ -126,7 +127,6 @@ class HardConcrete(nn.Module):
 
 
 # ---------------------------------------------------------------------- gates over a whole encoder
-UNIT_KINDS = ("conv", "heads", "ffn_units")  # the paper's recipe: "conv, head, interm"
 BLOCK_KINDS = ("attention", "ffn")
 
 

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from tasks.corpora.manifest import (
     write_manifest,
 )
 from tasks.corpora.synth_audio import Job, Speaker, make_speakers
+from tasks.corpora.synth_sizes import DEFAULT_SIZE, PRESETS, SynthPreset  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -45,23 +46,6 @@ FORMAT_VERSION = 1
 PROGRESS = "progress.jsonl"
 
 
-@dataclass(frozen=True)
-class SynthPreset:
-    """How much SynthSpeech to make. ``micro`` exists for fast tests only."""
-
-    speakers: int
-    sentences_per_speaker: int
-    commands_per_speaker: int
-    words_per_speaker: int
-    sentence_pool: int  # distinct sentence texts, split 80/10/10
-
-
-PRESETS = {
-    "micro": SynthPreset(speakers=8, sentences_per_speaker=10, commands_per_speaker=8, words_per_speaker=6, sentence_pool=60),
-    "tiny": SynthPreset(speakers=24, sentences_per_speaker=20, commands_per_speaker=16, words_per_speaker=20, sentence_pool=400),
-    "small": SynthPreset(speakers=48, sentences_per_speaker=60, commands_per_speaker=32, words_per_speaker=30, sentence_pool=2400),
-    "full": SynthPreset(speakers=96, sentences_per_speaker=150, commands_per_speaker=60, words_per_speaker=30, sentence_pool=12000),
-}
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
@@ -124,7 +108,7 @@ def _speaker_splits(count: int, rng: np.random.Generator) -> list[str]:
     return labels
 
 
-def synthesize_corpus(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, workers: int | None = None) -> Path:
+def synthesize_corpus(out: str | os.PathLike, preset: str = DEFAULT_SIZE, seed: int = 0, workers: int | None = None) -> Path:
     """Generate (or reuse, or resume) SynthSpeech in ``out``; returns the corpus root.
 
     Raises:

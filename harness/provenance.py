@@ -1,38 +1,30 @@
-"""Run records: one JSON file per (upstream, task) evaluation, in the manner of lm-evaluation-harness.
+"""What a run record says about where and how it was made: the upstream's cost, a compact
+checkpoint's provenance, the environment (git commit, package versions, platform) and the device.
 
-A record holds the metrics and the main score, the configuration and seeds, what was evaluated
-(upstream name, checkpoint path and hash, parameters and MACs), on what (corpus name, root and
-fingerprint), where and when (device, git commit, date, package versions) and how long it took.
-The leaderboard is derived from these files, never edited by hand.
-
-Files are written atomically under names that embed a timestamp and a random suffix, so two
-processes writing records into the same directory never overwrite each other.
+The record format itself (schema, version, writer, reader) lives in :mod:`core.records`; this
+module gathers the facts that need torch and the upstreams, and :func:`build_record` assembles them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import importlib.metadata
 import json
 import logging
 import os
 import platform
-import re
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from core.audio import SAMPLE_RATE
-from core.files import write_json
+from core.records import Record, TaskInfo
 
 logger = logging.getLogger(__name__)
 
-RECORD_VERSION = 1
 COST_INPUT_SECONDS = 10.0  # MACs and latency are measured on this much 16 kHz audio (as upstreams.cost)
 _PACKAGES = ("torch", "torchaudio", "espnet-s3prl", "transformers", "numpy", "speech-prune-harness")
 
@@ -198,59 +190,15 @@ def build_record(
     timing: dict[str, Any],
     device: dict[str, Any],
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Assemble one record. ``metrics`` maps split -> metric -> value; the main score is on test.
+) -> Record:
+    """One record of this run: the given sections plus this process's environment.
 
     Args:
         task: ``{"name", "metrics", "main_metric", "higher_is_better"}``.
+        metrics: split -> metric -> value; the main score is the test value of the main metric.
     """
-    main = task["main_metric"]
-    if main not in metrics.get("test", {}):
-        raise ValueError(f"record for task {task['name']!r} lacks the test value of its main metric {main!r}")
-    return {
-        "record_version": RECORD_VERSION,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "task": task,
-        "main_score": {
-            "name": main,
-            "value": metrics["test"][main],
-            "higher_is_better": task["higher_is_better"],
-            "split": "test",
-        },
-        "metrics": metrics,
-        "upstream": upstream,
-        "corpus": corpus,
-        "config": config,
-        "seeds": seeds,
-        "timing": timing,
-        "device": device,
-        **environment(),
-        **(extra or {}),
-    }
-
-
-def write_record(record: dict[str, Any], directory: str | os.PathLike) -> Path:
-    """Write ``record`` atomically as ``<upstream>__<task>__<UTC time>__<random>.json``; returns the path."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    name = f"{_safe(record['upstream']['name'])}__{_safe(record['task']['name'])}__{stamp}__{uuid.uuid4().hex[:8]}.json"
-    path = Path(directory) / name
-    write_json(path, record)
-    return path
-
-
-def load_records(directory: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record under ``directory`` (sorted by file name); unreadable files are skipped with a warning."""
-    records = []
-    for path in sorted(Path(directory).glob("*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            logger.warning("skipping unreadable record %s (%s)", path, err)
-            continue
-        if isinstance(record, dict) and "main_score" in record:
-            records.append(record)
-    return records
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]", "-", text)[:80]
+    info = TaskInfo(str(task["name"]), tuple(task["metrics"]), str(task["main_metric"]), bool(task["higher_is_better"]))
+    return Record.create(
+        task=info, metrics=metrics, upstream=upstream, corpus=corpus, config=config,
+        sections={"seeds": seeds, "timing": timing, "device": device, **environment()}, extra=extra,
+    )  # fmt: skip

@@ -1,0 +1,50 @@
+"""Convexity layer pruning's settings and command-line options, torch-free (``harness compress
+--help`` does not import torch) and written once: the recipe (``harness.compression.convexity``)
+takes its defaults from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.compression.layer_selection import RULES
+
+#: Label types whose convexity curves can choose the depth.
+LABEL_TYPES = ("word", "phone", "speaker")
+#: ``--labels`` default: every label type (the kept depth is the deepest choice over them).
+DEFAULT_LABELS = "all"
+#: ``--rule`` default: keep the layers up to the curves' peak.
+DEFAULT_RULE = RULES[0]
+#: Labelled segments per label type by schedule: the paper samples up to 5000; the CPU demo keeps
+#: scoring and probes to about a minute.
+MAX_POINTS = {"demo": 2000, "paper": 5000}
+
+
+def parse_labels(text: str) -> tuple[str, ...]:
+    """``--labels``: ``all`` or comma-separated label types; an unknown one raises ``ValueError``."""
+    chosen = LABEL_TYPES if text == "all" else tuple(t for t in text.split(",") if t)
+    unknown = [t for t in chosen if t not in LABEL_TYPES]
+    if unknown or not chosen:
+        raise ValueError(f"--labels {text!r}: unknown label type {unknown[0] if unknown else ''!r}; "
+                         f"use {', '.join(LABEL_TYPES)} (comma-separated) or all")  # fmt: skip
+    return chosen
+
+
+def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
+    """Add the convexity options to ``parser``; returns their destinations (``compress_convexity``'s keywords)."""
+    add = parser.add_argument
+    points = ", ".join(f"{name} {n}" for name, n in MAX_POINTS.items())
+    actions = [
+        add("--labels", default=None,
+            help=f"{', '.join(LABEL_TYPES)} (comma-separated) or all (default: {DEFAULT_LABELS})"),
+        add("--rule", default=None, choices=RULES,
+            help=f"where the kept layers end: {' or '.join(RULES)} (default: {DEFAULT_RULE})"),
+        add("--max-points", type=int, default=None, help=f"labelled segments per label type (default: {points})"),
+        add("--finetune", default=None, metavar="TASK",
+            help="then fine-tune the pruned model and, for comparison, the full teacher end to end with "
+            "TASK's head (asr, pr, sid or slu); writes OUT/finetune-TASK.json (test metric, training "
+            "and inference time of both) and OUT/finetuned-TASK/; skipped if that JSON exists"),
+        add("--finetune-steps", type=int, default=None, metavar="N",
+            help="override the fine-tuning schedule's steps (harness.compression.finetune.PRESETS)"),
+    ]  # fmt: skip
+    return [action.dest for action in actions]
