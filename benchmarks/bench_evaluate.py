@@ -41,7 +41,8 @@ import pandas as pd
 import torch
 import yaml
 
-from harness.evaluate import EvaluateConfig, evaluate, register_project_upstreams
+import upstreams  # noqa: F401 - registers pruned_hubert, ... in s3prl.hub
+from harness.evaluate import EvaluateConfig, evaluate
 from tasks.corpora.manifest import SPLITS, read_manifest
 from tasks.registry import get_task
 
@@ -186,7 +187,6 @@ def run_s3prl(args: argparse.Namespace, work: Path) -> dict:
     import omegaconf
     import s3prl.problem as problems
 
-    register_project_upstreams()
     metrics, seconds = {}, {}
     for task_name in args.tasks.split(","):
         base = getattr(problems, S3PRL_CLASSES[task_name])

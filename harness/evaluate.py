@@ -50,20 +50,10 @@ COST_FIELDS = ("params", "macs", "input_seconds", "macs_per_second", "latency_s"
 # ----------------------------------------------------------------------------------- upstreams
 
 
-def register_project_upstreams() -> None:
-    """Add this project's upstreams (``pruned_hubert``, ...) to ``s3prl.hub`` when available."""
-    try:
-        import upstreams
-    except ImportError:
-        return
-    register = getattr(upstreams, "register", None)
-    if register is not None:
-        register()
-
-
 def known_upstreams() -> list[str]:
-    register_project_upstreams()
     from s3prl import hub
+
+    import upstreams  # noqa: F401 - its import registers pruned_hubert, ... in s3prl.hub (upstreams/__init__.py)
 
     return sorted(hub.options())
 
