@@ -104,23 +104,9 @@ def upstream_cost(upstream: torch.nn.Module, ckpt: str | None = None, latency: b
 
 def _stored_cost(ckpt: str | None, device: str) -> dict[str, Any] | None:
     """The figures of ``<ckpt dir>/cost.json`` (written by ``upstreams.cost.record_cost``), if any."""
-    path = Path(ckpt) / "cost.json" if ckpt else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(data, dict) or "params" not in data:
-        return None
-    cost = {k: v for k, v in data.items() if k != "latency"}
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    for entry in data.get("latency") or []:  # one per device it was timed on: take this run's kind
-        if str(entry.get("device", "")).startswith(device_type):
-            cost.update(latency_s=entry.get("latency_s"), real_time_factor=entry.get("real_time_factor"),
-                        device=entry.get("device"), threads=entry.get("threads"))
-            break
-    return {**cost, "source": str(path)}
+    from upstreams.cost import read_stored_cost
+
+    return read_stored_cost(ckpt, device)
 
 
 def checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:

@@ -261,20 +261,23 @@ def _compression_jobs(config: RunConfig) -> list[tuple[str, Path]]:
 def _teacher_checkpoint(config: RunConfig) -> Path:
     """The teacher as a compact checkpoint, so that it loads through the same s3prl entry."""
     from upstreams import load_upstream
-    from upstreams.checkpoint import is_compact_checkpoint
+    from upstreams.checkpoint import is_compact_checkpoint, save_compact
+    from upstreams.cost import measure_cost, record_cost
 
     if is_compact_checkpoint(config.teacher):
         return Path(config.teacher)
     out = config.out / "teacher"
     if not _is_complete_checkpoint(out):
-        load_upstream(config.teacher).save(out, metadata={"source": config.teacher})
+        teacher = load_upstream(config.teacher)
+        save_compact(teacher, out, metadata={"source": config.teacher})
+        record_cost(out, measure_cost(teacher))
     return out
 
 
 def _is_complete_checkpoint(path: Path) -> bool:
-    from upstreams.checkpoint import is_compact_checkpoint
+    from upstreams.checkpoint import is_complete_checkpoint
 
-    return is_compact_checkpoint(path) and (path / "model.safetensors").is_file()
+    return is_complete_checkpoint(path)
 
 
 def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> set[str]:
