@@ -44,6 +44,7 @@ from tqdm import tqdm
 from core.files import sha256_file, sha256_tree, write_json
 from tasks.audio import load_audio
 from tasks.corpora.manifest import CHECKSUMS
+from upstreams.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # compact and transformers directories alike
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +95,11 @@ def checkpoint_hash(ckpt: str | os.PathLike | None) -> str | None:
     if path.is_file():
         return sha256_file(path)
     if path.is_dir():
-        if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+        if (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
             # a compact (or transformers) checkpoint: the weights and the architecture define it; files
             # written beside them later (cost.json, convexity.json, plots) do not change its identity
             digest = hashlib.sha256()
-            for name in ("config.json", "model.safetensors"):
+            for name in (CONFIG_NAME, WEIGHTS_NAME):
                 digest.update(bytes.fromhex(sha256_file(path / name)))
             return digest.hexdigest()
         return sha256_tree(path)

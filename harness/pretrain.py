@@ -58,7 +58,8 @@ from harness import training
 from harness.pretrain_config import DEFAULT_RECIPE, PRESETS, PretrainConfig  # noqa: F401 - re-exported
 from tasks.corpora.alignment import parse_alignment
 from tasks.corpora.manifest import CorpusInfo, read_manifest
-from upstreams.checkpoint import is_compact_checkpoint, load_compact
+from upstreams.checkpoint import is_compact_checkpoint, load_compact, save_compact
+from upstreams.cost import measure_cost, record_cost
 from upstreams.model import SpeechEncoder
 
 logger = logging.getLogger(__name__)
@@ -236,10 +237,12 @@ def pretrain(
     teacher = out / "teacher"
     if runtime.is_main:
         final = load_compact(out / "iter2" / "model")
-        final.save(
+        save_compact(
+            final,
             teacher,
             metadata={"source": "harness pretrain", "preset": preset, "corpus": str(corpus), "pretrain": dataclasses.asdict(config)},
         )
+        record_cost(teacher, measure_cost(final))
         write_model_card(teacher, out, preset, config, corpus, runtime, time.perf_counter() - started, command)
     del model
     return teacher
@@ -344,7 +347,7 @@ def train_iteration(
     if log is not None:
         log.close()
     if runtime.is_main:
-        model.eval().cpu().save(folder / "model", metadata={"source": "harness pretrain", "iteration": iteration}, measure_cost=False)
+        save_compact(model.eval().cpu(), folder / "model", metadata={"source": "harness pretrain", "iteration": iteration})
     runtime.barrier()
     return model
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import json
 import logging
 import os
 import platform
@@ -43,7 +42,9 @@ def upstream_cost(upstream: torch.nn.Module, ckpt: str | None = None, latency: b
         latency: also time batch-1 forward passes (fastest of 5) for the real-time factor.
     """
     device = str(next((p.device for p in upstream.parameters()), "cpu"))
-    stored = _stored_cost(ckpt, device)
+    from upstreams.cost import read_stored_cost
+
+    stored = read_stored_cost(ckpt, device)  # the cost.json of a compact checkpoint, if any
     if stored is not None:
         return stored
     try:
@@ -94,34 +95,13 @@ def upstream_cost(upstream: torch.nn.Module, ckpt: str | None = None, latency: b
     }
 
 
-def _stored_cost(ckpt: str | None, device: str) -> dict[str, Any] | None:
-    """The figures of ``<ckpt dir>/cost.json`` (written by ``upstreams.cost.record_cost``), if any."""
-    path = Path(ckpt) / "cost.json" if ckpt else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(data, dict) or "params" not in data:
-        return None
-    cost = {k: v for k, v in data.items() if k != "latency"}
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    for entry in data.get("latency") or []:  # one per device it was timed on: take this run's kind
-        if str(entry.get("device", "")).startswith(device_type):
-            cost.update(latency_s=entry.get("latency_s"), real_time_factor=entry.get("real_time_factor"),
-                        device=entry.get("device"), threads=entry.get("threads"))
-            break
-    return {**cost, "source": str(path)}
-
-
 def checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
     """``compression`` (method, teacher, sparsity, dir) and metadata of a compact checkpoint, if it is one."""
-    if not ckpt or not (Path(ckpt) / "config.json").is_file():
+    from upstreams.checkpoint import is_compact_checkpoint, read_compact_config
+
+    if not ckpt or not is_compact_checkpoint(ckpt):
         return {}
     try:
-        from upstreams.checkpoint import is_compact_checkpoint, read_compact_config
-
         if not is_compact_checkpoint(ckpt):
             return {}
         _, metadata = read_compact_config(ckpt)

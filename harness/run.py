@@ -82,6 +82,7 @@ def run(config: RunConfig) -> int:
     from harness.evaluate import check_upstream_name
     from tasks.corpora.resolve import resolve_corpus
     from tasks.registry import get_task
+    from upstreams.checkpoint import is_complete_checkpoint
 
     for name in config.methods:
         METHODS.get(name)  # unknown names fail before any work, with the known ones listed
@@ -101,7 +102,7 @@ def run(config: RunConfig) -> int:
     compressions, compressed = [], []
     teacher_hash = _teacher_hash(config)
     for job in _compression_jobs(config):
-        if _is_complete_checkpoint(job.out):
+        if is_complete_checkpoint(job.out):
             _check_same_teacher(job.out, teacher_hash)
             logger.info("%s: reusing the finished checkpoint %s", job.out.name, job.out)
             compressed.append(Candidate(job.out.name, config.upstream, str(job.out)))
@@ -279,20 +280,17 @@ def _compression_jobs(config: RunConfig) -> list[CompressionJob]:
 def _teacher_checkpoint(config: RunConfig) -> Path:
     """The teacher as a compact checkpoint, so that it loads through the same s3prl entry."""
     from upstreams import load_upstream
-    from upstreams.checkpoint import is_compact_checkpoint
+    from upstreams.checkpoint import is_compact_checkpoint, is_complete_checkpoint, save_compact
+    from upstreams.cost import measure_cost, record_cost
 
     if is_compact_checkpoint(config.teacher):
         return Path(config.teacher)
     out = config.out / "teacher"
-    if not _is_complete_checkpoint(out):
-        load_upstream(config.teacher).save(out, metadata={"source": config.teacher})
+    if not is_complete_checkpoint(out):
+        teacher = load_upstream(config.teacher)
+        save_compact(teacher, out, metadata={"source": config.teacher})
+        record_cost(out, measure_cost(teacher))
     return out
-
-
-def _is_complete_checkpoint(path: Path) -> bool:
-    from upstreams.checkpoint import is_compact_checkpoint
-
-    return is_compact_checkpoint(path) and (path / "model.safetensors").is_file()
 
 
 def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> set[str]:

@@ -11,7 +11,7 @@ import torch
 from harness.cli import main as harness_main
 from harness.compression import convexity
 from upstreams import load_upstream, tiny_config
-from upstreams.checkpoint import load_compact
+from upstreams.checkpoint import load_compact, save_compact
 from upstreams.model import SpeechEncoder
 
 
@@ -19,7 +19,7 @@ from upstreams.model import SpeechEncoder
 def teacher(tmp_path_factory):
     torch.manual_seed(0)
     model = SpeechEncoder(tiny_config("hubert")).eval()
-    return model.save(tmp_path_factory.mktemp("teacher") / "tiny", measure_cost=False)
+    return save_compact(model, tmp_path_factory.mktemp("teacher") / "tiny")
 
 
 def test_segments_per_label_type(synth_corpus):

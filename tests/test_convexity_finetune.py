@@ -13,7 +13,7 @@ from harness.compression import finetune
 from harness.compression.finetune import FinetuneConfig, finetune_pair
 from tasks.corpora.manifest import ManifestError
 from upstreams import tiny_config
-from upstreams.checkpoint import load_compact
+from upstreams.checkpoint import load_compact, save_compact
 from upstreams.model import SpeechEncoder
 
 FAST = FinetuneConfig(steps=30, batch_size=8, encoder_lr=1e-3, head_lr=1e-2, eval_every=10, warmup=0.0)
@@ -28,7 +28,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     teacher = SpeechEncoder(tiny_config("hubert")).eval()
-    return teacher.save(root / "teacher", measure_cost=False), teacher.truncate(2).save(root / "pruned", measure_cost=False)
+    return save_compact(teacher, root / "teacher"), save_compact(teacher.truncate(2), root / "pruned")
 
 
 def test_finetune_compares_pruned_with_full(synth_corpus, models, tmp_path, monkeypatch):

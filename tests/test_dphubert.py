@@ -16,7 +16,7 @@ import torch
 from harness import training
 from harness.compression import dphubert
 from harness.compression.hardconcrete import EncoderGates, HardConcrete
-from upstreams.checkpoint import load_compact
+from upstreams.checkpoint import load_compact, save_compact
 from upstreams.model import SpeechEncoder, tiny_config
 
 BETA, LEFT, RIGHT = 2 / 3, -0.1, 1.1
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("teacher") / "tiny"
-    tiny_teacher().save(path, measure_cost=False)
+    save_compact(tiny_teacher(), path)
     return path
 
 
@@ -183,7 +183,7 @@ def test_other_families_and_large_style_extractors(family, synth_corpus, tmp_pat
     torch.manual_seed(0)
     large_style = family == "wav2vec2"  # layer-norm extractor: its conv channels are left alone by default
     config = tiny_config(family, layer_norm_first=large_style, normalize_waveform=large_style)
-    teacher = SpeechEncoder(config).eval().save(tmp_path / "teacher", measure_cost=False)
+    teacher = save_compact(SpeechEncoder(config).eval(), tmp_path / "teacher")
     out = dphubert.compress_dphubert(str(teacher), tmp_path / "out", corpus=synth_corpus, preset="demo", device="cpu",
                                      sparsity=0.6, stage1_steps=6, stage2_steps=2, measure_cost=False, **FAST)  # fmt: skip
     meta = json.loads((out / "config.json").read_text())["metadata"]["compression"]

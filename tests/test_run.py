@@ -13,13 +13,14 @@ from harness import run as pipeline
 from harness.cli import main as harness_main
 from harness.compression import methods
 from upstreams import tiny_config
+from upstreams.checkpoint import save_compact
 from upstreams.model import SpeechEncoder
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     torch.manual_seed(0)
-    return SpeechEncoder(tiny_config("hubert")).eval().save(tmp_path_factory.mktemp("t") / "teacher", measure_cost=False)
+    return save_compact(SpeechEncoder(tiny_config("hubert")).eval(), tmp_path_factory.mktemp("t") / "teacher")
 
 
 def _args(tmp_path, teacher, corpus, methods_="convexity", jobs="1"):
@@ -88,6 +89,6 @@ def test_a_checkpoint_from_another_teacher_is_not_reused(synth_corpus, teacher, 
     assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
     assert json.loads((tmp_path / "out" / "convexity" / pipeline.TEACHER_STAMP).read_text())["teacher_sha256"]
     torch.manual_seed(1)  # a retrained teacher: same architecture, other weights
-    other = SpeechEncoder(tiny_config("hubert")).eval().save(tmp_path / "retrained", measure_cost=False)
+    other = save_compact(SpeechEncoder(tiny_config("hubert")).eval(), tmp_path / "retrained")
     assert harness_main(_args(tmp_path, other, synth_corpus)) == 2
     assert "was compressed from another teacher" in caplog.text and "give another --out" in caplog.text

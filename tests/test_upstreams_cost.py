@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
+from upstreams.checkpoint import save_compact
 from upstreams.config import EncoderConfig
-from upstreams.cost import CostReport, count_macs, measure_cost, record_cost
+from upstreams.cost import CostReport, count_macs, measure_cost, read_stored_cost, record_cost
 from upstreams.model import SpeechEncoder, tiny_config
 
 
@@ -86,7 +87,7 @@ def test_bias_only_blocks_are_counted(family):
 
 def test_measure_cost_accepts_checkpoints_and_s3prl_experts(tmp_path):
     model = SpeechEncoder(tiny_config("wav2vec2"))
-    model.save(tmp_path, measure_cost=False)
+    save_compact(model, tmp_path)
     from_path = measure_cost(str(tmp_path), seconds=1.0, latency=False)
     assert from_path.params == model.num_params() and from_path.latency_s is None
 
@@ -121,3 +122,19 @@ def test_record_cost_keeps_one_latency_entry_per_device(tmp_path):
     assert data["params"] == 10 and data["macs_per_second"] == 100.0
     latency = {entry["device"]: entry["latency_s"] for entry in data["latency"]}
     assert latency == {"cpu (2 threads)": 0.4, "cuda (H100)": 0.01}
+
+
+def test_read_stored_cost_takes_this_device_type_and_ignores_damaged_files(tmp_path):
+    report = CostReport(params=10, macs=200, input_seconds=2.0, macs_per_second=100.0, latency_s=0.5,
+                        real_time_factor=0.25, device="cpu (2 threads)", threads=2)  # fmt: skip
+    record_cost(tmp_path, report)
+    record_cost(tmp_path, dataclasses.replace(report, device="cuda (H100)", latency_s=0.01, real_time_factor=0.005))
+    on_gpu = read_stored_cost(tmp_path, "cuda:0")
+    assert on_gpu["latency_s"] == 0.01 and on_gpu["device"] == "cuda (H100)" and on_gpu["params"] == 10
+    assert on_gpu["source"] == str(tmp_path / "cost.json") and "latency" not in on_gpu
+    assert read_stored_cost(tmp_path, "cpu")["latency_s"] == 0.5
+    assert read_stored_cost(None, "cpu") is None
+    assert read_stored_cost(tmp_path / "missing", "cpu") is None
+    for damaged in ("{not json", "[1, 2]", '{"macs": 3}'):
+        (tmp_path / "cost.json").write_text(damaged)
+        assert read_stored_cost(tmp_path, "cpu") is None

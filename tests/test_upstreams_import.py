@@ -24,7 +24,14 @@ from transformers import (
 )
 
 from upstreams import UnsafeCheckpointError, load_upstream
-from upstreams.checkpoint import load_compact, read_compact_config
+from upstreams.checkpoint import (
+    is_compact_checkpoint,
+    is_complete_checkpoint,
+    load_compact,
+    read_compact_config,
+    save_compact,
+)
+from upstreams.cost import measure_cost, record_cost
 from upstreams.importers import from_torchaudio_model, parse_conv_layers
 from upstreams.model import SpeechEncoder, tiny_config
 
@@ -426,7 +433,8 @@ def test_compact_checkpoint_round_trip(tmp_path):
     model = perturb(SpeechEncoder(tiny_config("wavlm", layer_norm_first=True)))
     model.set_masks({"layer.1.heads": torch.tensor([1.0, 0.0, 0.5, 1.0]), "conv.6.channels": torch.rand(16)})
     compact = model.prune()
-    compact.save(tmp_path / "ckpt", metadata={"source": "test"})
+    save_compact(compact, tmp_path / "ckpt", metadata={"source": "test"})
+    record_cost(tmp_path / "ckpt", measure_cost(compact))
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert files == ["config.json", "cost.json", "model.safetensors"]
     config, metadata = read_compact_config(tmp_path / "ckpt")
@@ -438,12 +446,12 @@ def test_compact_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         assert_states_close(loaded(waves)[0], compact(waves)[0], atol=0)
     with pytest.raises(ValueError, match="masks"):
-        model.save(tmp_path / "masked", measure_cost=False)
+        save_compact(model, tmp_path / "masked")
 
 
 def test_damaged_compact_checkpoint_gives_clear_errors(tmp_path):
     model = SpeechEncoder(tiny_config("hubert"))
-    model.save(tmp_path, measure_cost=False)
+    save_compact(model, tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
     data["encoder"]["ffn_dims"] = [64, 64]
     (tmp_path / "config.json").write_text(json.dumps(data))
@@ -514,3 +522,23 @@ def test_command_line_converts_and_describes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(tmp_path / "compact")]) == 0
     assert json.loads(capsys.readouterr().out)["num_params"] == converted.num_params()
+
+
+def test_named_architectures_load_under_the_new_and_the_old_spelling():
+    import upstreams
+    from upstreams.model import ARCHITECTURES
+
+    assert upstreams.PRESETS is upstreams.ARCHITECTURES is ARCHITECTURES
+    assert "tiny_wavlm" in ARCHITECTURES
+    new, old = load_upstream("arch:tiny_wavlm"), load_upstream("preset:tiny_wavlm")
+    assert new.config == old.config == tiny_config("wavlm") and not new.training
+    with pytest.raises(KeyError, match="unknown architecture 'tiny_hubret'.*tiny_hubert"):
+        load_upstream("arch:tiny_hubret")
+
+
+def test_a_checkpoint_is_complete_once_its_weights_exist(tmp_path):
+    assert not is_complete_checkpoint(tmp_path / "missing")
+    save_compact(SpeechEncoder(tiny_config("hubert")), tmp_path / "ckpt")
+    assert is_complete_checkpoint(tmp_path / "ckpt") and not (tmp_path / "ckpt" / "cost.json").exists()
+    (tmp_path / "ckpt" / "model.safetensors").unlink()
+    assert is_compact_checkpoint(tmp_path / "ckpt") and not is_complete_checkpoint(tmp_path / "ckpt")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import upstreams
+from upstreams.checkpoint import save_compact
 from upstreams.model import SpeechEncoder, tiny_config
 
 ENTRY_NAMES = [
@@ -41,7 +42,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for seed, family in enumerate(("hubert", "wavlm", "wav2vec2")):
         torch.manual_seed(seed)
-        paths[family] = SpeechEncoder(tiny_config(family)).save(root / family, measure_cost=False)
+        paths[family] = save_compact(SpeechEncoder(tiny_config(family)), root / family)
     return paths
 
 

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from upstreams.checkpoint import is_compact_checkpoint
+from upstreams.checkpoint import is_compact_checkpoint, save_compact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from upstreams.cost import measure_cost, record_cost
     from upstreams.importers import load_upstream
 
     model = load_upstream(args.source, **({"family": args.family} if args.command == "convert" else {}))
     if args.command == "convert":
-        model.save(args.output, metadata={"converted_from": str(args.source)}, measure_cost=not args.no_cost)
+        save_compact(model, args.output, metadata={"converted_from": str(args.source)})
+        if not args.no_cost:
+            record_cost(args.output, measure_cost(model))
         print(f"{args.output}: {model.config.describe()}, {model.num_params()} parameters")
     elif args.command == "info":
         print(
@@ -61,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     else:
-        from upstreams.cost import measure_cost, record_cost
-
         report = measure_cost(model.to(args.device), seconds=args.seconds)
         print(report.summary())
         if args.record:

@@ -9,7 +9,13 @@ Layout::
       cost.json           (optional) parameters, MACs per second, latency (upstreams.cost.record_cost)
 
 Loading needs only this package and safetensors: no pickles, no training code. Every file is
-written atomically (``core.files``).
+written atomically (``core.files``). The three file names are spelled here only.
+
+Writing a checkpoint never measures its cost: that takes forward passes over 10 s of audio, so a
+caller that wants ``cost.json`` asks for it, after :func:`save_compact`::
+
+    save_compact(model, directory, metadata={...})
+    record_cost(directory, measure_cost(model))    # upstreams.cost
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 
 from core.files import atomic_path, write_json
 from upstreams.config import EncoderConfig
+from upstreams.model import SpeechEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +51,20 @@ def is_compact_checkpoint(path: str | Path) -> bool:
         return False
 
 
-def save_compact(
-    model, directory: str | Path, metadata: dict[str, Any] | None = None, measure_cost: bool = True
-) -> Path:
-    """Write ``model`` (a ``SpeechEncoder``) as a compact checkpoint; returns the directory.
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """True if ``path`` is a compact checkpoint whose weights file exists (e.g. not cut short before them)."""
+    return is_compact_checkpoint(path) and (Path(path) / WEIGHTS_NAME).is_file()
+
+
+def save_compact(model: SpeechEncoder, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a compact checkpoint (weights, then config.json); returns the directory.
+
+    The cost is not measured (see the module docstring for writing ``cost.json`` too).
 
     Args:
         model: the encoder; masks must be folded first (``model.prune()``).
         directory: created if missing; existing files of the same names are replaced atomically.
         metadata: JSON-serialisable provenance (source checkpoint, method, ...), kept in config.json.
-        measure_cost: also record parameters, MACs per second and latency on the model's current
-            device in ``cost.json`` (``upstreams.cost``; a few forward passes of 10 s of audio).
     """
     from safetensors.torch import save_file
 
@@ -75,11 +85,6 @@ def save_compact(
             "metadata": metadata or {},
         },
     )
-    if measure_cost:
-        from upstreams.cost import measure_cost as measure
-        from upstreams.cost import record_cost
-
-        record_cost(directory, measure(model))
     logger.info("saved %s (%d parameters) to %s", model.config.describe(), model.num_params(), directory)
     return directory
 
@@ -107,11 +112,11 @@ def read_compact_config(directory: str | Path) -> tuple[EncoderConfig, dict[str,
     return config, data.get("metadata", {})
 
 
-def load_compact(directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+def load_compact(
+    directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> SpeechEncoder:
     """Rebuild the ``SpeechEncoder`` stored in a compact checkpoint directory (in eval mode)."""
     from safetensors.torch import load_file
-
-    from upstreams.model import SpeechEncoder
 
     directory = Path(directory)
     config, _ = read_compact_config(directory)

@@ -8,7 +8,10 @@ grows with the square of the length, so the figure depends a little on ``seconds
 Latency is the fastest of ``repeats`` timed batch-1 forward passes on the current device (the
 minimum: other work on the machine only ever adds time, so it is the least disturbed figure); the real-time
 factor is latency / audio duration (below 1 is faster than real time). ``record_cost`` stores the
-figures in the checkpoint directory (``cost.json``), one latency entry per device and dtype.
+figures in the checkpoint directory (``cost.json``), one latency entry per device and dtype, and
+``read_stored_cost`` reads them back for one device type. Nothing here runs unless asked:
+``upstreams.checkpoint.save_compact`` never measures, its callers call ``record_cost`` when they
+want the figures.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ import torch
 
 from core.audio import SAMPLE_RATE
 from core.files import write_json
+from upstreams.checkpoint import COST_NAME
+from upstreams.model import SpeechEncoder
 
 logger = logging.getLogger(__name__)
-
-COST_NAME = "cost.json"
 
 
 @dataclasses.dataclass
@@ -56,8 +59,6 @@ class CostReport:
 
 def _resolve_model(model_or_source: Any):
     """A SpeechEncoder from a SpeechEncoder, our s3prl expert, an S3PRLUpstream, or a checkpoint path."""
-    from upstreams.model import SpeechEncoder
-
     candidate = model_or_source
     for _ in range(3):
         if isinstance(candidate, SpeechEncoder):
@@ -191,3 +192,30 @@ def record_cost(directory: str | Path, report: CostReport) -> Path:
         },
     )
     return path
+
+
+def read_stored_cost(directory: str | Path | None, device: str) -> dict[str, Any] | None:
+    """The figures of ``directory/cost.json`` (written by :func:`record_cost`) for a run on ``device``.
+
+    Returns the stored figures (``params``, ``macs``, ``macs_per_second``, ...) without the latency
+    list and, from its first entry timed on the device type of ``device`` (cuda or cpu), ``latency_s``,
+    ``real_time_factor``, ``device`` and ``threads``; plus ``"source"``, the file's path. None when
+    ``directory`` is None or the file is missing, unreadable, not a JSON object or has no ``params``.
+    """
+    path = Path(directory) / COST_NAME if directory else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or "params" not in data:
+        return None
+    cost = {k: v for k, v in data.items() if k != "latency"}
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    for entry in data.get("latency") or []:  # one per device it was timed on: take this run's kind
+        if str(entry.get("device", "")).startswith(device_type):
+            cost.update(latency_s=entry.get("latency_s"), real_time_factor=entry.get("real_time_factor"),
+                        device=entry.get("device"), threads=entry.get("threads"))
+            break
+    return {**cost, "source": str(path)}

@@ -8,7 +8,9 @@ Supported sources (:func:`load_upstream` picks one from its argument):
 - ``torchaudio:HUBERT_BASE`` (any ``torchaudio.pipelines`` wav2vec 2.0 / HuBERT / WavLM bundle);
 - a fairseq checkpoint (``{"cfg"|"args", "model"}``), an original WavLM checkpoint, or an s3prl
   converted one (``{"model_cfg", "task_cfg", "model_weight"}``);
-- a DPHuBERT checkpoint (``{"state_dict", "config"}`` with torchaudio-style config keys).
+- a DPHuBERT checkpoint (``{"state_dict", "config"}`` with torchaudio-style config keys);
+- ``arch:NAME``: a named architecture of ``upstreams.model.ARCHITECTURES`` with random weights
+  (``preset:NAME`` is the old spelling of the same).
 
 Every ``.pt`` / ``.pth`` / ``.bin`` file goes through :func:`upstreams.safe_load.safe_torch_load`.
 Each converter is a pure function ``(config, state dict) -> (EncoderConfig, state dict)``;
@@ -23,11 +25,12 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from upstreams.checkpoint import is_compact_checkpoint, load_compact
 from upstreams.convert import build_encoder
 from upstreams.import_fairseq import convert_fairseq, parse_conv_layers
 from upstreams.import_torchaudio import convert_torchaudio, from_torchaudio_bundle, from_torchaudio_model
 from upstreams.import_transformers import convert_transformers, from_transformers, from_transformers_model
-from upstreams.model import SpeechEncoder
+from upstreams.model import ARCHITECTURES, SpeechEncoder
 from upstreams.safe_load import safe_torch_load
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FILE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".json"}
+#: ``arch:NAME`` names a random-weight architecture; ``preset:NAME`` is its old spelling, still read.
+_ARCHITECTURE_PREFIXES = ("arch:", "preset:")
 
 
 def from_checkpoint_file(path: str | Path, family: str | None = None) -> SpeechEncoder:
@@ -86,25 +91,22 @@ def load_upstream(
 
     Args:
         source: compact checkpoint dir, transformers dir or hub name, ``torchaudio:BUNDLE``, a
-            fairseq / WavLM / DPHuBERT ``.pt``/``.pth`` file, ``preset:NAME`` (random weights), or a
-            ``SpeechEncoder`` (returned as is).
+            fairseq / WavLM / DPHuBERT ``.pt``/``.pth`` file, ``arch:NAME`` (a named architecture
+            with random weights; ``preset:NAME`` is the old spelling), or a ``SpeechEncoder``
+            (returned as is).
         family: ``"hubert"``, ``"wav2vec2"`` or ``"wavlm"`` for formats that cannot tell HuBERT from
             wav2vec 2.0 (DPHuBERT files default to HuBERT).
         device: where to put the weights.
     """
-    from upstreams.checkpoint import is_compact_checkpoint, load_compact
-
     if isinstance(source, SpeechEncoder):
         return source
     text = str(source)
     path = Path(text).expanduser()
     if text.startswith("torchaudio:"):
         model = from_torchaudio_bundle(text.split(":", 1)[1])
-    elif text.startswith("preset:"):
-        from upstreams import PRESETS
-
+    elif text.startswith(_ARCHITECTURE_PREFIXES):
         logger.warning("%s has random weights", text)
-        model = PRESETS.get(text.split(":", 1)[1])()
+        model = ARCHITECTURES.get(text.split(":", 1)[1])()
     elif path.is_dir():
         if is_compact_checkpoint(path):
             model = load_compact(path)
@@ -129,6 +131,6 @@ def load_upstream(
     else:
         raise FileNotFoundError(
             f"upstream {text!r} not found: give a checkpoint directory or file, a Hugging Face hub name "
-            "(org/name), torchaudio:BUNDLE or preset:NAME"
+            "(org/name), torchaudio:BUNDLE or arch:NAME"
         )
     return model.to(device).eval()

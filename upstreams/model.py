@@ -1,4 +1,11 @@
-"""The prunable speech encoder (HuBERT, WavLM, wav2vec 2.0) and its named presets.
+"""The prunable speech encoder (HuBERT, WavLM, wav2vec 2.0) and its named architectures.
+
+The model sits at the bottom of ``upstreams``' one-way layout (as in torchaudio): it imports only
+``config``, ``components`` and ``pruning``, builds modules from an
+:class:`~upstreams.config.EncoderConfig` and knows no files. Reading and writing checkpoints is
+``upstreams.checkpoint`` / ``upstreams.importers``; cost is ``upstreams.cost``; the weight surgery
+behind :meth:`SpeechEncoder.prune` and :meth:`SpeechEncoder.truncate` is the pure functions of
+``upstreams.pruning``.
 
 Hidden states
 -------------
@@ -23,12 +30,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.registry import Registry
 from upstreams.components import (
     ConvLayerBlock,
     EncoderLayer,
@@ -42,9 +49,7 @@ from upstreams.components import (
     padding_mask,
 )
 from upstreams.config import BASE_CONV_KERNELS, BASE_CONV_STRIDES, EncoderConfig, mask_names
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from upstreams.pruning import prune_state, truncate_state
 
 logger = logging.getLogger(__name__)
 
@@ -285,26 +290,35 @@ class SpeechEncoder(nn.Module):
                 current[name] = value
         return current
 
+    @torch.no_grad()
     def prune(self) -> SpeechEncoder:
         """A compact copy with the current masks folded in and zero-masked structures removed.
 
-        See :func:`upstreams.pruning.prune`.
+        The copy computes what this masked model computes (see :mod:`upstreams.pruning` for how,
+        and for the one approximate case); this model is not changed.
+
+        Returns:
+            a new model in the same training/eval mode, dtype and device, with no masks set.
         """
-        from upstreams.pruning import prune
+        return self._rebuilt(*prune_state(self.config, self.state_dict(), self.masks()))
 
-        return prune(self)
-
+    @torch.no_grad()
     def truncate(self, num_layers: int) -> SpeechEncoder:
-        """A compact copy keeping only the first ``num_layers`` transformer layers."""
-        from upstreams.pruning import truncate
+        """A compact copy keeping only the first ``num_layers`` transformer layers.
 
-        return truncate(self, num_layers)
+        Its hidden states are the first ``num_layers + 1`` of this model's. Masks must be folded
+        first (:meth:`prune`); a pre-LN model keeps its final LayerNorm (``last_hidden_state``).
+        """
+        return self._rebuilt(*truncate_state(self.config, self.state_dict(), num_layers, masks=self.masks()))
 
-    def save(self, directory: str | Path, metadata: dict | None = None, measure_cost: bool = True) -> Path:
-        """Write a compact checkpoint directory (see :func:`upstreams.checkpoint.save_compact`)."""
-        from upstreams.checkpoint import save_compact
-
-        return save_compact(self, directory, metadata=metadata, measure_cost=measure_cost)
+    def _rebuilt(self, config: EncoderConfig, state: Mapping[str, Tensor]) -> SpeechEncoder:
+        """A new encoder of ``config`` holding ``state`` (strictly), on this model's device and dtype and in its mode."""
+        compact = SpeechEncoder(config, initialize=False)
+        reference = next(self.parameters())
+        compact.to(device=reference.device, dtype=reference.dtype)
+        compact.load_state_dict(state, strict=True)
+        compact.train(self.training)
+        return compact
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
@@ -332,7 +346,12 @@ class SpeechEncoder(nn.Module):
         return self.config.describe()
 
 
-# ---------------------------------------------------------------------- presets
+# ---------------------------------------------------------------------- named architectures
+#: Named architectures with random weights: ``ARCHITECTURES.get("hubert_base")()`` builds one;
+#: ``load_upstream("arch:hubert_base")`` does the same (``upstreams.importers``).
+ARCHITECTURES: Registry = Registry("architecture")
+
+
 def base_config(family: str, **overrides) -> EncoderConfig:
     """The Base shape (12 layers, D=768, 12 heads, FFN 3072, 512-channel extractor, post-LN)."""
     values = dict(family=family)
@@ -391,43 +410,52 @@ def tiny_config(family: str, layer_norm_first: bool = False, **overrides) -> Enc
     return EncoderConfig(**{**values, **overrides})
 
 
+@ARCHITECTURES.register("hubert_base")
 def hubert_base() -> SpeechEncoder:
     """HuBERT Base, randomly initialised."""
     return SpeechEncoder(base_config("hubert"))
 
 
+@ARCHITECTURES.register("wavlm_base")
 def wavlm_base() -> SpeechEncoder:
     """WavLM Base / Base+ shape (320 buckets, max distance 800), randomly initialised."""
     return SpeechEncoder(base_config("wavlm"))
 
 
+@ARCHITECTURES.register("wav2vec2_base")
 def wav2vec2_base() -> SpeechEncoder:
     """wav2vec 2.0 Base, randomly initialised."""
     return SpeechEncoder(base_config("wav2vec2"))
 
 
+@ARCHITECTURES.register("hubert_large")
 def hubert_large() -> SpeechEncoder:
     """HuBERT Large, randomly initialised."""
     return SpeechEncoder(large_config("hubert"))
 
 
+@ARCHITECTURES.register("wavlm_large")
 def wavlm_large() -> SpeechEncoder:
     """WavLM Large, randomly initialised."""
     return SpeechEncoder(large_config("wavlm"))
 
 
+@ARCHITECTURES.register("wav2vec2_large")
 def wav2vec2_large() -> SpeechEncoder:
     """wav2vec 2.0 Large (LV-60k shape: conv bias, layer-norm extractor), randomly initialised."""
     return SpeechEncoder(large_config("wav2vec2"))
 
 
+@ARCHITECTURES.register("tiny_hubert")
 def tiny_hubert() -> SpeechEncoder:
     return SpeechEncoder(tiny_config("hubert"))
 
 
+@ARCHITECTURES.register("tiny_wavlm")
 def tiny_wavlm() -> SpeechEncoder:
     return SpeechEncoder(tiny_config("wavlm"))
 
 
+@ARCHITECTURES.register("tiny_wav2vec2")
 def tiny_wav2vec2() -> SpeechEncoder:
     return SpeechEncoder(tiny_config("wav2vec2"))

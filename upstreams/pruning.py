@@ -1,7 +1,13 @@
-"""Physical pruning and layer truncation of a :class:`~upstreams.model.SpeechEncoder`.
+"""Physical pruning and layer truncation of a :class:`~upstreams.model.SpeechEncoder`'s weights.
 
-``prune(model)`` reads the masks set on ``model`` (``SpeechEncoder.set_masks``) and returns a new,
-smaller model whose output equals the masked model's:
+Pure functions over an :class:`~upstreams.config.EncoderConfig`, a state dict (our key layout) and
+masks: each returns the ``(config, state dict)`` of a new, smaller model and builds no module, so
+this module knows nothing of ``upstreams.model`` (which calls it: ``SpeechEncoder.prune()`` and
+``SpeechEncoder.truncate()`` build the new encoder from the result).
+
+``prune_state(config, state, masks)`` takes the masks set on a model (``SpeechEncoder.set_masks``,
+names as in ``upstreams.config.mask_names``) and gives the weights of a compact model whose output
+equals the masked model's:
 
 - soft kept values are folded into the next layer's weights: a conv layer's channel mask into the
   next conv's input columns (the last conv layer's into the extractor output scale), head masks
@@ -16,19 +22,21 @@ The result is exact (up to float rounding) except for one case: removing channel
 followed by a LayerNorm over channels (layer-norm extractors, Large models) changes that
 LayerNorm's statistics, as in DPHuBERT; a warning is logged.
 
-The number of transformer layers never changes in ``prune``; ``truncate`` drops trailing layers.
+The number of transformer layers never changes in ``prune_state``; ``truncate_state`` drops
+trailing layers.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from upstreams.model import SpeechEncoder
+from upstreams.config import EncoderConfig
+
+State = dict[str, Tensor]
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +55,21 @@ def _scalar(mask: Tensor | None) -> float:
 
 
 @torch.no_grad()
-def prune(model: SpeechEncoder) -> SpeechEncoder:
-    """Fold the masks set on ``model`` into a compact :class:`SpeechEncoder` (``model`` is not changed).
+def prune_state(
+    config: EncoderConfig, state: Mapping[str, Tensor], masks: Mapping[str, Tensor]
+) -> tuple[EncoderConfig, State]:
+    """Fold ``masks`` into the weights ``state`` of ``config`` and remove zero-masked structures.
 
+    Args:
+        config: the architecture ``state`` belongs to.
+        state: ``SpeechEncoder(config).state_dict()``; not changed (the result holds copies).
+        masks: mask values by name (``SpeechEncoder.masks()``: shapes as in ``mask_names(config)``);
+            a structure without a mask is kept as it is.
     Returns:
-        a new model in the same training/eval mode, dtype and device, with no masks set.
+        ``(compact config, compact state)``: ``SpeechEncoder(compact config)`` loads the state
+        strictly and, with no masks, computes what the masked model computes.
     """
-    from upstreams.model import SpeechEncoder
-
-    config = model.config
-    masks = model.masks()
-    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    state = {name: tensor.detach().clone() for name, tensor in state.items()}
     changes: dict = {}
 
     # ------------------------------------------------------------------ conv feature extractor
@@ -140,16 +152,10 @@ def prune(model: SpeechEncoder) -> SpeechEncoder:
                 if config.layer_norm_first:
                     _drop(state, f"{prefix}.final_layer_norm.")
     changes.update(attention_heads=heads, use_attention=use_attention, ffn_dims=ffn_dims, use_ffn=use_ffn)
-
-    compact = SpeechEncoder(config.replace(**changes), initialize=False)
-    reference = next(model.parameters())
-    compact.to(device=reference.device, dtype=reference.dtype)
-    compact.load_state_dict(state, strict=True)
-    compact.train(model.training)
-    return compact
+    return config.replace(**changes), state
 
 
-def _prune_projection_inputs(state: dict[str, Tensor], keep: Tensor, channels: int, phantom: int) -> None:
+def _prune_projection_inputs(state: State, keep: Tensor, channels: int, phantom: int) -> None:
     """Remove extractor output channels that are exactly zero from the feature projection, exactly.
 
     A zero channel still shifts the LayerNorm statistics (handled by counting it as a phantom) and
@@ -179,13 +185,13 @@ def _prune_projection_inputs(state: dict[str, Tensor], keep: Tensor, channels: i
     state["feature_projection.layer_norm.bias"] = torch.zeros_like(norm_bias[keep])
 
 
-def _drop(state: dict[str, Tensor], prefix: str) -> None:
+def _drop(state: State, prefix: str) -> None:
     for name in [name for name in state if name.startswith(prefix)]:
         del state[name]
 
 
 def _prune_attention(
-    state: dict[str, Tensor],
+    state: State,
     prefix: str,
     head_ids: list[int],
     head_dim: int,
@@ -209,7 +215,7 @@ def _prune_attention(
     return [head_ids[i] for i in keep.tolist()]
 
 
-def _prune_ffn(state: dict[str, Tensor], prefix: str, units: int, mask: Tensor | None, scale: float) -> int:
+def _prune_ffn(state: State, prefix: str, units: int, mask: Tensor | None, scale: float) -> int:
     """Fold unit mask and block scale into ``output_dense``; drop zero units. Returns the kept count."""
     out_weight = state[f"{prefix}.output_dense.weight"]
     unit_scale, keep = _kept(mask, units, out_weight)
@@ -221,31 +227,35 @@ def _prune_ffn(state: dict[str, Tensor], prefix: str, units: int, mask: Tensor |
 
 
 @torch.no_grad()
-def truncate(model: SpeechEncoder, num_layers: int) -> SpeechEncoder:
-    """A compact copy of ``model`` with only its first ``num_layers`` transformer layers.
+def truncate_state(
+    config: EncoderConfig,
+    state: Mapping[str, Tensor],
+    num_layers: int,
+    masks: Mapping[str, Tensor] | None = None,
+) -> tuple[EncoderConfig, State]:
+    """The config and weights of the first ``num_layers`` transformer layers of ``config``'s model.
 
-    Its hidden states are the first ``num_layers + 1`` of the original's. Masks must be folded
-    first (``prune()``); a pre-LN model keeps its final LayerNorm (``last_hidden_state``).
+    Its hidden states are the first ``num_layers + 1`` of the original's; a pre-LN model keeps its
+    final LayerNorm (``last_hidden_state``).
+
+    Args:
+        config: the architecture ``state`` belongs to.
+        state: ``SpeechEncoder(config).state_dict()``; not changed (the result holds copies).
+        num_layers: layers to keep, ``1 <= num_layers <= config.num_layers``.
+        masks: the masks set on the model ``state`` comes from; they must be folded first
+            (:func:`prune_state`), because the weights alone do not carry them.
     """
-    from upstreams.model import SpeechEncoder
-
-    config = model.config
     if not 1 <= num_layers <= config.num_layers:
         raise ValueError(f"num_layers must be between 1 and {config.num_layers}, got {num_layers}")
-    if model.masks():
+    if masks:
         raise ValueError("the model has masks set; call prune() first (or clear_masks()) before truncate()")
     changes = {
         name: getattr(config, name)[:num_layers]
         for name in ("attention_heads", "use_attention", "ffn_dims", "use_ffn")
     }
-    state = {
+    kept = {
         name: tensor.detach().clone()
-        for name, tensor in model.state_dict().items()
+        for name, tensor in state.items()
         if not name.startswith("transformer.layers.") or int(name.split(".")[2]) < num_layers
     }
-    compact = SpeechEncoder(config.replace(**changes), initialize=False)
-    reference = next(model.parameters())
-    compact.to(device=reference.device, dtype=reference.dtype)
-    compact.load_state_dict(state, strict=True)
-    compact.train(model.training)
-    return compact
+    return config.replace(**changes), kept

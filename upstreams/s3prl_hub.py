@@ -8,7 +8,11 @@ After ``upstreams.register()`` (or simply ``import upstreams`` before or after s
 
 ``path_or_url`` takes anything :func:`upstreams.load_upstream` accepts (a compact checkpoint directory,
 a transformers directory or hub name, a fairseq / DPHuBERT file, ``torchaudio:BUNDLE``); the
-``_local`` variants accept only an existing local path. Importing this module registers the entries.
+``_local`` variants accept only an existing local path.
+
+Importing this module adds nothing to ``s3prl.hub``: :func:`register` does, and it is the only
+code that does. ``import upstreams`` arranges for it to run as soon as ``s3prl.hub`` is imported
+(an import hook; the mechanism is described once, in ``upstreams/__init__.py``).
 """
 
 from __future__ import annotations
@@ -100,6 +104,3 @@ def register(hub=None) -> list[str]:
     for name, factory in ENTRIES.items():
         setattr(hub, name, factory)
     return sorted(ENTRIES)
-
-
-register()

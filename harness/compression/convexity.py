@@ -168,6 +168,8 @@ def compress_convexity(
     with ``finetune`` (a task name), then fine-tune it and the teacher on that task and compare."""
     from harness.compression.finetune import check_task_data, finetune_pair
     from upstreams import load_upstream
+    from upstreams.checkpoint import save_compact
+    from upstreams.cost import measure_cost, record_cost
 
     out = Path(out)
     if preset not in MAX_POINTS:
@@ -223,7 +225,8 @@ def compress_convexity(
         "teacher_params": model.num_params(),
         "reason": selection.reason,
     }
-    compact.save(out, metadata={"compression": summary})
+    save_compact(compact, out, metadata={"compression": summary})
+    record_cost(out, measure_cost(compact))
     write_json(
         out / "convexity.json",
         {**curves, "kept_layers": selection.num_layers, "selection": selection.to_dict(), "linear_probe": probes,

@@ -69,7 +69,7 @@ from harness.compression.dphubert_options import (  # noqa: F401 - re-exported: 
     resolve_config,
 )
 from harness.compression.hardconcrete import EncoderGates
-from upstreams.checkpoint import is_compact_checkpoint, load_compact
+from upstreams.checkpoint import is_compact_checkpoint, load_compact, save_compact
 from upstreams.model import SpeechEncoder
 
 logger = logging.getLogger(__name__)
@@ -420,7 +420,7 @@ def compress_dphubert(
         if runtime.is_main:
             compact, prune_summary = prune_student(student, budget, config, probe)
             training.save_state(work / "projections.pt", {"projections": student.projections.state_dict(), "summary": json.dumps(prune_summary)})
-            compact.cpu().save(pruned_dir, metadata={"dphubert_stage": 1}, measure_cost=False)
+            save_compact(compact.cpu(), pruned_dir, metadata={"dphubert_stage": 1})
         runtime.barrier()
         del student
     stage1_result = training.load_state(work / "projections.pt", map_location=runtime.device)
@@ -447,7 +447,7 @@ def compress_dphubert(
         }  # fmt: skip
         last = [json.loads(line) for line in (work / "log.jsonl").read_text(encoding="utf-8").splitlines()[-10:]]
         summary["final_distill_loss"] = round(float(np.mean([e["distill"] for e in last])), 5)
-        final.save(out, metadata={"source": "harness compress --method dphubert", "compression": summary}, measure_cost=False)
+        save_compact(final, out, metadata={"source": "harness compress --method dphubert", "compression": summary})
         if measure_cost:
             _record_cost(final, out)
         write_json(work / "summary.json", {**summary, "config": dataclasses.asdict(config),

@@ -338,7 +338,7 @@ def finetune_pair(
     ``schedule`` replaces the preset's schedule; ``steps`` overrides its steps.
     """
     from upstreams import load_upstream
-    from upstreams.checkpoint import COST_NAME, load_compact, read_compact_config
+    from upstreams.checkpoint import COST_NAME, load_compact, read_compact_config, save_compact
 
     out = Path(out if out is not None else pruned)
     report_path = out / f"finetune-{task_name}.json"
@@ -371,7 +371,7 @@ def finetune_pair(
         metadata = {**metadata, "finetune": {"task": task_name, "from": str(pruned), "preset": preset,
                                               "test": models["pruned"]["test"], "labels": task.label_state(),
                                               "head": dataclasses.asdict(task_preset.head)}}  # fmt: skip
-        pruned_model.encoder.to("cpu").save(finetuned, metadata=metadata, measure_cost=False)
+        save_compact(pruned_model.encoder.to("cpu"), finetuned, metadata=metadata)
         if (Path(pruned) / COST_NAME).is_file():  # same architecture, same cost
             shutil.copyfile(Path(pruned) / COST_NAME, finetuned / COST_NAME)
         _save_head(pruned_model.head, finetuned / "head.safetensors")
