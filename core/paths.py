@@ -16,5 +16,8 @@ RUN_OUT_DIR = RUNS_DIR / "run"
 RECORDS_DIR = RUNS_DIR / "records"
 LEADERBOARD_DIR = RUNS_DIR / "leaderboard"
 
+#: Written by convexity pruning beside its checkpoint (curves per layer), read by the leaderboard.
+CONVEXITY_FILE = "convexity.json"
+
 #: The HuBERT teacher pretrained on SynthSpeech and shipped with the code (see its MODEL_CARD.md).
 EMBEDDED_TEACHER = Path(__file__).resolve().parent.parent / "upstreams" / "teachers" / "synth-hubert-tiny"

@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.paths import CONVEXITY_FILE
 from core.records import Record, identity
 from tasks.benchmarks import FBANK, Benchmark, find_benchmark
 
@@ -46,7 +47,6 @@ SCORE_COLUMN = f"SUPERB score {UP}"
 PARAMS_COLUMN = f"params (M) {DOWN}"
 MACS_COLUMN = f"MACs (G per s of audio) {DOWN}"
 RTF_COLUMN = f"RTF {DOWN}"
-CONVEXITY_FILE = "convexity.json"
 
 
 @dataclass

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from core.files import write_json
+from core.paths import CONVEXITY_FILE
 from harness.compression.convexity_options import (
     DEFAULT_LABELS,
     DEFAULT_RULE,
@@ -228,7 +229,7 @@ def compress_convexity(
     save_compact(compact, out, metadata={"compression": summary})
     record_cost(out, measure_cost(compact))
     write_json(
-        out / "convexity.json",
+        out / CONVEXITY_FILE,
         {**curves, "kept_layers": selection.num_layers, "selection": selection.to_dict(), "linear_probe": probes,
          "block_influence": influence, "counts": counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1)},
     )  # fmt: skip
