@@ -13,8 +13,14 @@ A record holds, at the top level of its JSON object (in this order)::
                      "compression": {"method", "teacher", "sparsity", "dir"}}   (compressed models)
     corpus          {"name", "source", "root", "fingerprint", "utterances": {split: n}}
     config          {"preset", "head", "train", "lr", "lr_sweep", "max_steps", "extract_dtype", "labels"}
-    seeds, timing, device, git, versions, platform, hostname
-    ...             what the writer adds (selection, lr_sweep, history, layer_weights, command)
+    seeds           {"train": the head's seed}
+    timing, device, git, versions, platform, hostname
+    per_utterance   {"metric", "ids": [test utterance ids], "numerator": [...], "denominator": [...]}:
+                    per test utterance, the counts whose summed ratio x100 is the main metric
+                    (errors and reference length for WER/PER, correct and 1 for accuracies), from
+                    which confidence intervals are recomputed (leaderboard.intervals); older
+                    records lack it
+    ...             what else the writer adds (selection, lr_sweep, history, layer_weights, command)
 
 :class:`Record` is the typed view every reader goes through; :func:`write_record` is the one
 writer and :func:`load_record` / :func:`load_records` the readers. :func:`identity` says which
@@ -69,7 +75,8 @@ class TaskInfo:
 @dataclass(frozen=True)
 class RecordIdentity:
     """What a record is a result of: an upstream checkpoint on one task of one corpus under one
-    downstream preset. Two records with equal identities are results of the same evaluation."""
+    downstream preset, with one head seed. Two records with equal identities are results of the
+    same evaluation; records that differ only in the seed are repeats of one comparison."""
 
     corpus: str
     corpus_fingerprint: str | None
@@ -77,6 +84,7 @@ class RecordIdentity:
     upstream: str
     checkpoint: str | None  # content hash (``ckpt_sha256``); None for an upstream with no checkpoint
     task: str
+    seed: int | None = None
 
     @property
     def section(self) -> tuple[str, str | None, str | None]:
@@ -224,6 +232,18 @@ class Record:
         return str(value) if value else None
 
     @property
+    def seed(self) -> int | None:
+        """The head's seed (``seeds.train``)."""
+        seeds = self.sections.get("seeds")
+        return seeds.get("train") if isinstance(seeds, dict) else None
+
+    @property
+    def per_utterance(self) -> dict[str, Any] | None:
+        """Per test utterance counts of the main metric (see the module docstring), if recorded."""
+        value = self.extra.get("per_utterance")
+        return value if isinstance(value, dict) else None
+
+    @property
     def device(self) -> Any:
         return self.sections.get("device")
 
@@ -249,6 +269,7 @@ def identity(record: Record) -> RecordIdentity:
         upstream=str(record.upstream["name"]),
         checkpoint=record.upstream.get("ckpt_sha256"),
         task=record.task.name,
+        seed=record.seed,
     )
 
 

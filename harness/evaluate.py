@@ -350,6 +350,8 @@ def evaluate_task(session: Session, task: Task) -> Path:
     model.load_state_dict(best.state)
     predictions = predict(model.to(session.device), task, data["test"], preset.train.eval_batch_size, session.device)
     test_metrics = task.score(data["test"].references, predictions)
+    per_utterance = {"metric": task.main_metric, "ids": data["test"].ids,
+                     **task.utterance_counts(data["test"].references, predictions)}  # fmt: skip
     timing = {
         "extraction_s": round(sum(extraction.values()), 3),
         "extraction_by_split_s": {k: round(v, 3) for k, v in extraction.items()},
@@ -358,7 +360,7 @@ def evaluate_task(session: Session, task: Task) -> Path:
         "test_s": round(time.perf_counter() - test_start, 3),
     }
     logger.info("%s on %s: test %s (lr %g, step %d)", config.upstream, task.name, _fmt(test_metrics), best.lr, best.best_step)
-    record = _task_record(session, task, preset, data, results, best, test_metrics, timing)
+    record = _task_record(session, task, preset, data, results, best, test_metrics, timing, per_utterance)
     path = write_record(record, config.records_dir)
     logger.info("record written: %s", path)
     return path
@@ -373,6 +375,7 @@ def _task_record(
     best: TrainResult,
     test_metrics: dict[str, float],
     timing: dict[str, Any],
+    per_utterance: dict[str, Any],
 ) -> Record:
     config, features = session.config, data["train"].features
     ckpt = config.ckpt
@@ -420,6 +423,7 @@ def _task_record(
             "history": {f"{r.lr:g}": r.history for r in results},
             "layer_weights": best.layer_weights,
             "command": config.command,
+            "per_utterance": per_utterance,
         },
     )
 

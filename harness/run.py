@@ -305,7 +305,7 @@ def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> se
     info = CorpusInfo.read(corpus)
     ckpt_hash = checkpoint_hash(candidate.ckpt)
     wanted = {
-        RecordIdentity(info.name, info.fingerprint, config.preset, candidate.upstream, ckpt_hash, task): task
+        RecordIdentity(info.name, info.fingerprint, config.preset, candidate.upstream, ckpt_hash, task, config.seed): task
         for task in config.tasks
     }
     done = set()

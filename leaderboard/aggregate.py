@@ -227,7 +227,10 @@ def build_leaderboard(
 def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchmark | None = None) -> CorpusTable:
     """The table of one section, against ``benchmark``'s tasks (None: the tasks found in ``records``).
 
-    ``records`` should already be one per (upstream, task), see :func:`latest_records`.
+    ``records`` should already be one per (upstream, task, seed), see :func:`latest_records`. A
+    row's figure on a task is the mean over its head seeds; where the records keep per-utterance
+    counts, each figure and the score get a 95 % interval and each compressed row a paired test
+    against the reference (:mod:`leaderboard.intervals`).
     """
     if not records:
         raise ValueError("build_table needs at least one record")
@@ -243,11 +246,14 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
     metric_names: dict[str, str] = {}
     for record in records:
         identity = upstream_identity(record)
-        row = rows.setdefault(tuple(identity.values()), {**identity, "_record": record})
+        row = rows.setdefault(tuple(identity.values()), {**identity, "_record": record, "_by_task": {}})
         task = record.task.name
-        row[task] = record.main_score
+        row["_by_task"].setdefault(task, []).append(record)
         directions[task] = record.task.higher_is_better
         metric_names[task] = record.task.main_metric
+    for row in rows.values():  # the mean over head seeds (one seed: its value, exactly)
+        for task, found in row["_by_task"].items():
+            row[task] = sum(r.main_score for r in found) / len(found)
     if benchmark is not None:
         absent = [t for t in benchmark.tasks if t not in directions]
         if absent:
@@ -269,6 +275,9 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
         if others:
             notes.append(f"records of tasks outside benchmark {benchmark.name} left out: {', '.join(others)}")
 
+    reference_rows = {t: _row_with(references, t, reference[t]) for t in tasks}
+    spread = row_intervals(list(rows.values()), tasks, fbank_rows[0] if fbank_rows else None, reference_rows, notes)
+
     table_rows = []
     for row in rows.values():
         score = superb_score(row, fbank, reference, tasks)
@@ -276,8 +285,17 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
         if missing:
             notes.append(f"score missing for {row_label(row)}: no result for {', '.join(missing)}")
         table_rows.append(_frame_row(row, tasks, task_columns, score))
-    frame = pd.DataFrame(table_rows, columns=[*IDENTITY_COLUMNS, PARAMS_COLUMN, MACS_COLUMN, RTF_COLUMN,
-                                              *task_columns.values(), SCORE_COLUMN])
+        if spread:
+            for name, (low, high) in spread.get(id(row), {}).items():
+                column = SCORE_COLUMN if name == SCORE_KEY else task_columns[name]
+                table_rows[-1][low_column(column)], table_rows[-1][high_column(column)] = low, high
+    columns = [*IDENTITY_COLUMNS, PARAMS_COLUMN, MACS_COLUMN, RTF_COLUMN, *task_columns.values(), SCORE_COLUMN]
+    if spread:
+        columns += [f(c) for c in [*task_columns.values(), SCORE_COLUMN] for f in (low_column, high_column)]
+        columns.append(SEEDS_COLUMN)
+        for row, out in zip(rows.values(), table_rows, strict=True):
+            out[SEEDS_COLUMN] = max(len(found) for found in row["_by_task"].values())
+    frame = pd.DataFrame(table_rows, columns=columns)
     frame = frame.sort_values("upstream", kind="stable")
     frame = frame.sort_values(SCORE_COLUMN, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     higher = {PARAMS_COLUMN: False, MACS_COLUMN: False, RTF_COLUMN: False, SCORE_COLUMN: True}
@@ -290,6 +308,79 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
         commands=sorted({r.command for r in records if r.command}),
         latest_date=max((r.date for r in records), default=None) or None,
     )
+
+
+SCORE_KEY = "_score"
+SEEDS_COLUMN = "head seeds"
+INTERVAL_NOTE = (
+    "95 % intervals: percentile bootstrap ({resamples} resamples) over the test utterances, the same "
+    "draws for every row (paired), and over each row's head seeds; WER and PER are recomputed from the "
+    "summed edit counts of each resample, the score from the same resamples. A row with one head seed "
+    "carries the test-set noise only. A difference whose interval contains 0 is not significant."
+)
+
+
+def low_column(column: str) -> str:
+    return f"{column} 95% low"
+
+
+def high_column(column: str) -> str:
+    return f"{column} 95% high"
+
+
+def _row_with(rows: Sequence[dict[str, Any]], task: str, value: float | None) -> dict[str, Any] | None:
+    """The first row whose figure on ``task`` is ``value`` (the reference row of that task)."""
+    return next((r for r in rows if value is not None and r.get(task) == value), None)
+
+
+def row_intervals(
+    rows: Sequence[dict[str, Any]], tasks: Sequence[str], fbank_row: dict[str, Any] | None,
+    reference_rows: Mapping[str, dict[str, Any] | None], notes: list[str],
+) -> dict[int, dict[str, tuple[float, float]]]:
+    """Per row (by ``id``), the 95 % interval of each task figure and of the score; appends the
+    method and each compressed row's paired test against the task's reference row to ``notes``.
+    Empty when no record keeps per-utterance counts (older records): the table is then as before."""
+    from leaderboard import intervals as ci
+
+    samples: dict[int, dict[str, Any]] = {}
+    for task in tasks:
+        with_counts = [r for r in rows if task in r["_by_task"] and all(x.per_utterance for x in r["_by_task"][task])]
+        if not with_counts:
+            continue
+        ids = with_counts[0]["_by_task"][task][0].per_utterance["ids"]
+        resampler = ci.Resampler(len(ids))
+        for row in with_counts:
+            found = sorted(row["_by_task"][task], key=lambda r: (r.seed is None, r.seed))
+            try:
+                counts = [ci.Counts.from_record(r.per_utterance).aligned(ids) for r in found]
+            except (KeyError, ValueError) as err:
+                notes.append(f"no interval for {row_label(row)} on {task}: {err}")
+                continue
+            samples.setdefault(id(row), {})[task] = resampler.samples(counts)
+    if not samples:
+        return {}
+    spread = {key: {task: ci.interval(s) for task, s in by_task.items()} for key, by_task in samples.items()}
+    base = samples.get(id(fbank_row), {}) if fbank_row else {}
+    best = {t: samples.get(id(r), {}).get(t) for t, r in reference_rows.items() if r is not None}
+    best = {t: s for t, s in best.items() if s is not None}
+    for row in rows:
+        score = ci.score_samples(samples.get(id(row), {}), base, best, tasks, SCORE_SCALE)
+        if score is not None and row.get("upstream") != FBANK:
+            spread[id(row)][SCORE_KEY] = ci.interval(score)
+    notes.append(INTERVAL_NOTE.format(resamples=ci.RESAMPLES))
+    for row in rows:
+        if not row.get("method"):
+            continue
+        for task in tasks:
+            reference = reference_rows.get(task)
+            mine, theirs = samples.get(id(row), {}).get(task), samples.get(id(reference), {}).get(task) if reference else None
+            if mine is None or theirs is None:
+                continue
+            low, high = ci.interval(mine - theirs)
+            verdict = "not significant" if low <= 0.0 <= high else "significant"
+            notes.append(f"{row_label(row)} vs {row_label(reference)} on {task}: {row[task] - reference[task]:+.2f} "
+                         f"[{low:+.2f}, {high:+.2f}], {verdict}")  # fmt: skip
+    return spread
 
 
 def _task_metadata(names: Sequence[str], directions: dict[str, bool], metric_names: dict[str, str]) -> None:

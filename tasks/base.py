@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.corpora.manifest import SLU_SEPARATOR, TASK_LABEL_COLUMN
+from tasks.metrics import utterance_counts
 
 
 @dataclass
@@ -128,6 +129,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def score(self, references: Sequence, predictions: Sequence) -> dict[str, float]:
         """All of :attr:`metric_names`, in percent."""
+
+    def utterance_counts(self, references: Sequence, predictions: Sequence) -> dict[str, list[int]]:
+        """Per test utterance, the counts whose summed ratio is the main metric (see
+        :func:`tasks.metrics.utterance_counts`): ``{"numerator": [...], "denominator": [...]}``."""
+        numerator, denominator = utterance_counts(self.main_metric, references, predictions)
+        return {"numerator": numerator, "denominator": denominator}
 
     def is_better(self, new: float, old: float | None) -> bool:
         """Whether main-metric value ``new`` beats ``old`` (``None``: nothing yet)."""

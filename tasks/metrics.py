@@ -54,3 +54,20 @@ def accuracy(references: Sequence, predictions: Sequence) -> float:
     if not references:
         raise ValueError("accuracy is undefined on an empty set")
     return 100.0 * sum(r == p for r, p in zip(references, predictions, strict=True)) / len(references)
+
+
+def utterance_counts(metric: str, references: Sequence, hypotheses: Sequence) -> tuple[list[int], list[int]]:
+    """Per utterance, the two counts whose summed ratio (x100) is the corpus-level ``metric``:
+    (edits, reference length) for ``wer``/``per`` (words or phones) and ``cer`` (characters), and
+    (1 if right else 0, 1) for ``accuracy``. Confidence intervals resample these (leaderboard.intervals)."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    if metric in ("wer", "per"):
+        pairs = [(r.split(), h.split()) for r, h in zip(references, hypotheses, strict=True)]
+    elif metric == "cer":
+        pairs = [(" ".join(r.split()), " ".join(h.split())) for r, h in zip(references, hypotheses, strict=True)]
+    elif metric == "accuracy":
+        return [int(r == h) for r, h in zip(references, hypotheses, strict=True)], [1] * len(references)
+    else:
+        raise ValueError(f"no per-utterance counts for metric {metric!r}; known: wer, per, cer, accuracy")
+    return [edit_distance(r, h) for r, h in pairs], [len(r) for r, _ in pairs]

@@ -93,6 +93,9 @@ def test_evaluate_fbank_and_a_registered_upstream_on_all_tasks(synth_corpus, tmp
         assert record["timing"]["training_s"] > 0 and "extraction_s" in record["timing"]
         assert record["command"].startswith(f"harness evaluate --upstream {upstream} ")
         assert sum(record["layer_weights"]) == pytest.approx(1.0)
+        counts = record["per_utterance"]  # per test utterance: the main metric is their summed ratio
+        assert counts["metric"] == name and len(counts["ids"]) == record["corpus"]["utterances"]["test"]
+        assert 100 * sum(counts["numerator"]) / sum(counts["denominator"]) == pytest.approx(record["main_score"]["value"])
     assert by_key[("fbank", "asr")]["metrics"]["test"].keys() == {"wer", "cer"}
     assert by_key[("fbank", "asr")]["upstream"]["params"] == 0
     assert by_key[("fbank", "asr")]["upstream"]["hidden_size"] == 240  # 80 mel bins + deltas
