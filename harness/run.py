@@ -55,10 +55,14 @@ class RunConfig:
     records_dir: Path = RECORDS_DIR
     leaderboard_dir: Path = LEADERBOARD_DIR
     cache_dir: Path = CACHE_DIR
-    seed: int = 0
+    seed: int = 0  # of every method, and of the heads unless head_seeds is given
+    head_seeds: list[int] | None = None  # one evaluation per seed and (upstream, task); None: [seed]
     max_steps: int | None = None
     jobs: int = 1  # parallel worker processes (compressions and evaluations overlap)
     command: str | None = None
+
+    def evaluation_seeds(self) -> list[int]:
+        return list(self.head_seeds) if self.head_seeds else [self.seed]
 
     def benchmark(self, corpus: Path) -> Benchmark:
         """The benchmark this run declares: its tasks, on its (prepared) corpus, under its preset."""
@@ -132,16 +136,22 @@ def run(config: RunConfig) -> int:
 
 
 def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> None:
-    """Queue the tasks of ``candidate`` that have no record yet, as one job (they share its features)."""
+    """Queue the (task, head seed) evaluations of ``candidate`` that have no record yet, as one job
+    (they share its features)."""
     recorded = _recorded_tasks(config, candidate, corpus)  # read the records and hash the checkpoint once
-    tasks = []
+    pending = []
     for task in config.tasks:
-        if task in recorded:
-            logger.info("%s / %s: record exists, skipped", candidate.label, task)
-        else:
-            tasks.append(task)
-    if tasks:
-        workers.submit(("evaluate", candidate.label), _evaluate_candidate, config, candidate, tasks, corpus)
+        for seed in config.evaluation_seeds():
+            if (task, seed) in recorded:
+                logger.info("%s / %s%s: record exists, skipped", candidate.label, task, _seed_text(config, seed))
+            else:
+                pending.append((task, seed))
+    if pending:
+        workers.submit(("evaluate", candidate.label), _evaluate_candidate, config, candidate, pending, corpus)
+
+
+def _seed_text(config: RunConfig, seed: int) -> str:
+    return f" seed {seed}" if len(config.evaluation_seeds()) > 1 else ""
 
 
 class _Workers:
@@ -257,14 +267,16 @@ def _check_same_teacher(out: Path, teacher_hash: str | None) -> None:
         )
 
 
-def _evaluate_candidate(config: RunConfig, candidate: Candidate, tasks: list[str], corpus: Path) -> list[str]:
-    """Evaluate ``candidate`` on each task; returns the failures (one task failing spares the others)."""
+def _evaluate_candidate(
+    config: RunConfig, candidate: Candidate, pending: list[tuple[str, int]], corpus: Path
+) -> list[str]:
+    """Evaluate ``candidate`` on each (task, head seed); returns the failures (one failing spares the others)."""
     failures = []
-    for task in tasks:
+    for task, seed in pending:
         try:
-            _evaluate(config, candidate, task, corpus)
+            _evaluate(config, candidate, task, corpus, seed)
         except Exception as err:  # noqa: BLE001
-            failures.append(_failed(f"evaluation {candidate.label} / {task}", err))
+            failures.append(_failed(f"evaluation {candidate.label} / {task}{_seed_text(config, seed)}", err))
     return failures
 
 
@@ -293,9 +305,9 @@ def _teacher_checkpoint(config: RunConfig) -> Path:
     return out
 
 
-def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> set[str]:
-    """Tasks that already have a record for this (upstream, checkpoint, corpus, preset), made with the
-    preset's current head and schedule."""
+def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> set[tuple[str, int]]:
+    """(task, head seed) pairs that already have a record for this (upstream, checkpoint, corpus,
+    preset), made with the preset's current head and schedule."""
     from core.records import RecordIdentity, identity, load_records
     from harness.evaluate import same_schedule
     from harness.features import checkpoint_hash
@@ -305,18 +317,19 @@ def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> se
     info = CorpusInfo.read(corpus)
     ckpt_hash = checkpoint_hash(candidate.ckpt)
     wanted = {
-        RecordIdentity(info.name, info.fingerprint, config.preset, candidate.upstream, ckpt_hash, task, config.seed): task
+        RecordIdentity(info.name, info.fingerprint, config.preset, candidate.upstream, ckpt_hash, task, seed): (task, seed)
         for task in config.tasks
+        for seed in config.evaluation_seeds()
     }
     done = set()
     for record in load_records(config.records_dir):
-        task = wanted.get(identity(record))
-        if task is not None and same_schedule(record, get_task(task), config.preset, config.max_steps):
-            done.add(task)
+        key = wanted.get(identity(record))
+        if key is not None and same_schedule(record, get_task(key[0]), config.preset, config.max_steps):
+            done.add(key)
     return done
 
 
-def _evaluate(config: RunConfig, candidate: Candidate, task: str, corpus: Path) -> None:
+def _evaluate(config: RunConfig, candidate: Candidate, task: str, corpus: Path, seed: int) -> None:
     from harness.evaluate import EvaluateConfig, evaluate
 
     evaluate(
@@ -329,7 +342,7 @@ def _evaluate(config: RunConfig, candidate: Candidate, task: str, corpus: Path) 
             device=config.device,
             cache_dir=config.cache_dir,
             records_dir=config.records_dir,
-            seed=config.seed,
+            seed=seed,
             max_steps=config.max_steps,
             command=config.command,
         )

@@ -92,3 +92,17 @@ def test_a_checkpoint_from_another_teacher_is_not_reused(synth_corpus, teacher, 
     other = save_compact(SpeechEncoder(tiny_config("hubert")).eval(), tmp_path / "retrained")
     assert harness_main(_args(tmp_path, other, synth_corpus)) == 2
     assert "was compressed from another teacher" in caplog.text and "give another --out" in caplog.text
+
+
+def test_head_seeds_give_one_record_per_seed_and_an_averaged_table_with_intervals(synth_corpus, teacher, tmp_path):
+    assert harness_main([*_args(tmp_path, teacher, synth_corpus), "--head-seeds", "0,1"]) == 0
+    records = load_records(tmp_path / "records")
+    by_row = {}
+    for record in records:
+        by_row.setdefault((record.upstream["name"], record.compression.get("method")), set()).add(record.seed)
+    assert by_row == {("fbank", None): {0, 1}, ("pruned_hubert", None): {0, 1}, ("pruned_hubert", "convexity"): {0, 1}}
+    table = (tmp_path / "lb" / "leaderboard.md").read_text(encoding="utf-8")
+    assert "head seeds" in table and "95 % intervals" in table and "vs pruned_hubert" in table
+    before = {p.name for p in (tmp_path / "records").iterdir()}
+    assert harness_main([*_args(tmp_path, teacher, synth_corpus), "--head-seeds", "1,0"]) == 0  # all done: nothing new
+    assert {p.name for p in (tmp_path / "records").iterdir()} == before

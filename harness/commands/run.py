@@ -61,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"feature cache (default: {default_of(D, 'cache_dir')})")
     parser.add_argument("--seed", type=int, default=default_of(D, "seed"),
                         help=f"seed of every method and head (default: {default_of(D, 'seed')})")
+    parser.add_argument("--head-seeds", default=None,
+                        help="head seeds, comma-separated: each (upstream, task) is evaluated once per seed and the "
+                        "table averages them, its intervals covering the seeds (default: --seed alone)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on downstream training steps (quick checks)")
     parser.add_argument("--jobs", default="auto",
                         help="parallel worker processes; compressions and evaluations overlap (default auto: "
@@ -79,7 +82,16 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--sparsity {args.sparsity!r}: give numbers between 0 and 1, e.g. 0.5,0.75") from err
         if not sparsities or not all(0 < s < 1 for s in sparsities):
             raise ValueError(f"--sparsity {args.sparsity!r}: every level must be between 0 and 1 (exclusive)")
+    head_seeds = None
+    if args.head_seeds is not None:
+        try:
+            head_seeds = sorted({int(s) for s in args.head_seeds.split(",") if s.strip()})
+        except ValueError as err:
+            raise ValueError(f"--head-seeds {args.head_seeds!r}: give whole numbers, e.g. 0,1,2") from err
+        if not head_seeds:
+            raise ValueError("--head-seeds is empty; give whole numbers, e.g. 0,1,2")
     config = RunConfig(
+        head_seeds=head_seeds,
         jobs=_jobs(args.jobs, args.device),
         upstream=args.upstream,
         tasks=[t for t in args.tasks.split(",") if t],
