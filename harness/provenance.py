@@ -102,8 +102,6 @@ def checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
     if not ckpt or not is_compact_checkpoint(ckpt):
         return {}
     try:
-        if not is_compact_checkpoint(ckpt):
-            return {}
         _, metadata = read_compact_config(ckpt)
     except (ImportError, OSError, ValueError) as err:
         logger.debug("no provenance read from %s (%s)", ckpt, err)
