@@ -12,6 +12,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -151,10 +152,29 @@ def git_state(repo: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def device_description(device: str) -> dict[str, Any]:
-    """What the run used: ``cpu`` with its thread count, or the CUDA device name."""
+    """What the run used: ``cpu`` with its thread count, model, vector ISA and BLAS, or the CUDA
+    device name with its CUDA and cuDNN versions. Float results differ between machines (different
+    kernels round differently), so a record says which kernels made it."""
+    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
     if device.startswith("cuda") and torch.cuda.is_available():
-        return {"type": "cuda", "name": torch.cuda.get_device_name(torch.device(device))}
-    return {"type": "cpu", "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+        return {"type": "cuda", "name": torch.cuda.get_device_name(torch.device(device)), "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version()}  # fmt: skip
+    return {
+        "type": "cpu", "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "model": _cpu_model(),
+        "isa": torch.backends.cpu.get_cpu_capability(), "blas": blas.group(1) if blas else None,
+    }  # fmt: skip
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def build_record(

@@ -88,7 +88,8 @@ def test_evaluate_fbank_and_a_registered_upstream_on_all_tasks(synth_corpus, tmp
         assert record["corpus"]["fingerprint"] == fingerprint and record["corpus"]["name"] == "synthspeech"
         assert record["config"]["preset"] == "demo" and record["config"]["train"]["steps"] == 2
         assert record["seeds"] == {"train": 0}
-        assert record["device"]["type"] == "cpu"
+        assert record["device"]["type"] == "cpu" and record["device"]["model"] and record["device"]["isa"]
+        assert "blas" in record["device"]  # which kernels made the figures
         assert record["git"]["commit"] and record["versions"]["torch"] == torch.__version__
         assert record["timing"]["training_s"] > 0 and "extraction_s" in record["timing"]
         assert record["command"].startswith(f"harness evaluate --upstream {upstream} ")
