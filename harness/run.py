@@ -95,6 +95,9 @@ def run(config: RunConfig) -> int:
     check_upstream_name(config.upstream)
     if config.jobs < 1:
         raise ValueError(f"--jobs {config.jobs}: give 1 or more parallel workers")
+    from harness.commands import check_directories
+
+    check_directories(out=config.out, records=config.records_dir, leaderboard=config.leaderboard_dir, cache=config.cache_dir)
     corpus = resolve_corpus(config.corpus)
     failures: list[str] = []
 

@@ -169,12 +169,12 @@ def task_ratio(value: float, fbank: float, reference: float) -> float:
     return (value - fbank) / (reference - fbank)
 
 
-def best_value(values: Iterable[float], higher_is_better: bool) -> float | None:
-    """Best of the non-missing ``values`` by the metric's direction; None when there are none."""
-    present = [v for v in values if v is not None and not math.isnan(v)]
+def best_row(rows: Sequence[Mapping[str, Any]], task: str, higher_is_better: bool) -> Mapping[str, Any] | None:
+    """The row with the best non-missing figure on ``task`` (the first of equals); None when none has one."""
+    present = [r for r in rows if r.get(task) is not None and not math.isnan(r[task])]
     if not present:
         return None
-    return max(present) if higher_is_better else min(present)
+    return (max if higher_is_better else min)(present, key=lambda r: r[task])
 
 
 def superb_score(
@@ -266,7 +266,8 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
     fbank_rows = [r for r in rows.values() if r["upstream"] == FBANK]
     fbank = {t: fbank_rows[0].get(t) for t in tasks} if fbank_rows else {}
     references = [r for r in rows.values() if r["upstream"] != FBANK and not r["method"]]
-    reference = {t: best_value((r.get(t) for r in references), directions[t]) for t in tasks}
+    reference_rows = {t: best_row(references, t, directions[t]) for t in tasks}
+    reference = {t: reference_rows[t][t] if reference_rows[t] else None for t in tasks}
     notes = _score_notes(tasks, fbank_rows, fbank, reference, directions)
     if benchmark is None:
         notes.insert(0, "no declared benchmark for this corpus and preset: the columns are the tasks found in the records")
@@ -275,7 +276,6 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
         if others:
             notes.append(f"records of tasks outside benchmark {benchmark.name} left out: {', '.join(others)}")
 
-    reference_rows = {t: _row_with(references, t, reference[t]) for t in tasks}
     spread = row_intervals(list(rows.values()), tasks, fbank_rows[0] if fbank_rows else None, reference_rows, notes)
 
     table_rows = []
@@ -326,11 +326,6 @@ def low_column(column: str) -> str:
 
 def high_column(column: str) -> str:
     return f"{column} 95% high"
-
-
-def _row_with(rows: Sequence[dict[str, Any]], task: str, value: float | None) -> dict[str, Any] | None:
-    """The first row whose figure on ``task`` is ``value`` (the reference row of that task)."""
-    return next((r for r in rows if value is not None and r.get(task) == value), None)
 
 
 def row_intervals(

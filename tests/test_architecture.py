@@ -4,15 +4,13 @@ every command's defaults are its config's (each default written once)."""
 from __future__ import annotations
 
 import argparse
-import ast
-from pathlib import Path
 
 import pytest
+from import_graph import find_cycles, import_graph, imported_names, modules  # tests/import_graph.py
 
 from harness.cli import build_parser
 from harness.commands import default_of
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "upstreams", "tasks", "leaderboard", "harness")
 #: What each package may import of the others (its floors).
 ALLOWED = {
@@ -24,45 +22,10 @@ ALLOWED = {
 }
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every project module ``path`` imports anywhere in it (inside functions and TYPE_CHECKING too)."""
-    found = set()
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rsplit(".", 1)[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative import
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            found.add(base)
-            found |= {f"{base}.{alias.name}" for alias in node.names}  # "from pkg import module"
-    return {name for name in found if name.split(".")[0] in PACKAGES}
-
-
-def graph() -> dict[str, set[str]]:
-    modules = {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
-    edges = {}
-    for name, path in modules.items():
-        targets = set()
-        for imported in imported_modules(path):
-            while imported and imported not in modules:  # "pkg.module.attr" -> "pkg.module"
-                imported = imported.rpartition(".")[0]
-            if imported and imported != name:
-                targets.add(imported)
-        edges[name] = targets
-    return edges
-
-
 def test_packages_import_only_their_floors():
     wrong = [
         f"{source} imports {target}"
-        for source, targets in graph().items()
+        for source, targets in import_graph(PACKAGES).items()
         for target in targets
         if target.split(".")[0] != source.split(".")[0] and target.split(".")[0] not in ALLOWED[source.split(".")[0]]
     ]
@@ -70,44 +33,17 @@ def test_packages_import_only_their_floors():
 
 
 def test_no_import_circle_inside_any_package():
-    edges = graph()
-    cycles = []
-
-    def visit(node, stack, on_stack, done):
-        stack.append(node)
-        on_stack.add(node)
-        for target in sorted(edges.get(node, ())):
-            if target.split(".")[0] != node.split(".")[0]:
-                continue  # across packages the floors test applies
-            if target in on_stack:
-                cycles.append(stack[stack.index(target):] + [target])
-            elif target not in done:
-                visit(target, stack, on_stack, done)
-        stack.pop()
-        on_stack.discard(node)
-        done.add(node)
-
-    done: set[str] = set()
-    for node in sorted(edges):
-        if node not in done:
-            visit(node, [], set(), done)
-    assert cycles == []
+    # across packages the floors test applies; within one, no circle (import statements; the
+    # registries' "module:attr" entries import by name on purpose, as lm-evaluation-harness's do)
+    graph = import_graph(PACKAGES)
+    inside = {source: {t for t in targets if t.split(".")[0] == source.split(".")[0]} for source, targets in graph.items()}
+    assert find_cycles(inside) == []
 
 
 def test_the_ground_floor_needs_no_torch():
-    for path in (ROOT / "core").rglob("*.py"):
-        names = {n.split(".")[0] for n in _all_imports(path)}
+    for path in modules(("core",)).values():
+        names = {n.split(".")[0] for n in imported_names(path, ("core",))}
         assert "torch" not in names, path
-
-
-def _all_imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
 
 
 # ------------------------------------------------------------------------------ defaults

@@ -106,3 +106,12 @@ def test_head_seeds_give_one_record_per_seed_and_an_averaged_table_with_interval
     before = {p.name for p in (tmp_path / "records").iterdir()}
     assert harness_main([*_args(tmp_path, teacher, synth_corpus), "--head-seeds", "1,0"]) == 0  # all done: nothing new
     assert {p.name for p in (tmp_path / "records").iterdir()} == before
+
+
+def test_an_output_option_naming_a_file_fails_before_any_work(tmp_path, teacher, synth_corpus, caplog):
+    (tmp_path / "records-file").write_text("", encoding="utf-8")
+    argv = _args(tmp_path, teacher, synth_corpus)
+    argv[argv.index("--records") + 1] = str(tmp_path / "records-file")
+    assert harness_main(argv) == 2
+    assert "--records" in caplog.text and "this is a file" in caplog.text
+    assert not (tmp_path / "out").exists()  # nothing was compressed

@@ -1,12 +1,9 @@
 """upstreams/ imports one way: no import circle, nothing from the harness, a model that knows no files.
 
-The graph is read from the source with ``ast``, not by importing: every ``import upstreams...`` and
-``from upstreams... import`` anywhere in a file counts, at module level, inside functions and
-under ``if TYPE_CHECKING:`` alike (a lazy import hides a circle from Python, not from a reader).
-``upstreams/__init__.py`` is the node ``upstreams``; ``from upstreams import X`` is an edge to it
-(and to ``upstreams.X`` too when X is a module). A string naming one of our modules is an edge as
-well: the package's lazy exports (``upstreams.__getattr__``) import by name, so a module that
-imports the package would close a circle through them. Run this file to print the edges::
+The graph is read from the source by tests/import_graph.py (every import anywhere in a file
+counts). Here a string naming one of our modules is an edge as well: the package's lazy exports
+(``upstreams.__getattr__``) import by name, so a module that imports the package would close a
+circle through them. Run this file to print the edges::
 
     python tests/test_upstreams_layout.py
 """
@@ -14,9 +11,11 @@ imports the package would close a circle through them. Run this file to print th
 from __future__ import annotations
 
 import ast
-import re
 import sys
 from pathlib import Path
+
+import import_graph as import_graph_module  # tests/import_graph.py
+from import_graph import find_cycles
 
 PACKAGE = "upstreams"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
@@ -30,109 +29,22 @@ FILE_MODULES = (
 FILE_CALLS = {"open", "torch.save", "torch.load"}
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted(ROOT.rglob("*.py"))}
+    return import_graph_module.modules((PACKAGE,))
 
 
 def imported_names(path: Path, this: str | None = None) -> set[str]:
-    """Every absolute name ``path`` imports, anywhere in the file (relative imports resolved).
-
-    ``from m import x`` gives ``m`` and ``m.x`` (``m.x`` is kept as an edge only if it is a module).
-    String constants naming one of our modules (``"upstreams.model"``, ``"upstreams.model:hubert_base"``)
-    count too: ``importlib.import_module`` and ``core.registry``'s lazy entries import by name.
-    """
-    this = this or module_name(path)
-    package = this if path.name == "__init__.py" else this.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = parts[: len(parts) - (node.level - 1)]
-                module = ".".join([*base, node.module] if node.module else base)
-            else:
-                module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if re.fullmatch(rf"{PACKAGE}(\.\w+)*(:\w+)?", node.value):
-                names.add(node.value.split(":")[0])
-    return names
+    """Every absolute name ``path`` imports, lazy exports named in strings included."""
+    return import_graph_module.imported_names(path, (PACKAGE,), this=this, strings=True)
 
 
 def edges(names: set[str], known: set[str]) -> set[str]:
-    """The modules of ``known`` that ``names`` import (``upstreams.x.y`` of a name y in x -> ``upstreams.x``)."""
-    found = set()
-    for name in names:
-        if name != PACKAGE and not name.startswith(f"{PACKAGE}."):
-            continue
-        while name not in known and "." in name:
-            name = name.rpartition(".")[0]
-        if name in known:
-            found.add(name)
-    return found
+    return import_graph_module.edges(names, known)
 
 
 def import_graph() -> dict[str, set[str]]:
     """``{module: upstreams modules it imports}`` over every file of upstreams/."""
-    known = modules()
-    return {name: edges(imported_names(path), set(known)) for name, path in known.items()}
-
-
-def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """One cycle (as a path that returns to its start) per strongly connected component that has one."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    components: list[set[str]] = []
-
-    def visit(node: str) -> None:  # Tarjan
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for target in sorted(graph.get(node, ())):
-            if target not in index:
-                visit(target)
-                low[node] = min(low[node], low[target])
-            elif target in on_stack:
-                low[node] = min(low[node], index[target])
-        if low[node] == index[node]:
-            component = set()
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.add(member)
-                if member == node:
-                    break
-            if len(component) > 1 or node in graph.get(node, ()):
-                components.append(component)
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return [_cycle_in(graph, component) for component in components]
-
-
-def _cycle_in(graph: dict[str, set[str]], component: set[str]) -> list[str]:
-    start = min(component)
-    path, seen = [start], {start}
-    while True:
-        step = sorted(target for target in graph[path[-1]] if target in component)
-        if start in step:
-            return [*path, start]
-        step = [target for target in step if target not in seen] or step
-        path.append(step[0])
-        if step[0] in seen:
-            return path[path.index(step[0]) :]
-        seen.add(step[0])
+    return import_graph_module.import_graph((PACKAGE,), strings=True)
 
 
 def test_cycle_finder_finds_lazy_and_indirect_cycles():

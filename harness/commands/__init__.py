@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def set_torch_threads(threads: int | None) -> None:
     """Apply a ``--threads`` option: None keeps torch's choice, anything below 1 is refused."""
@@ -12,6 +14,22 @@ def set_torch_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def check_directories(**options: Path) -> None:
+    """Refuse, before any work, an output option that names an existing file instead of a directory
+    (``check_directories(records=path)`` names ``--records`` in the error)."""
+    for option, path in options.items():
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"--{option.replace('_', '-')} {path}: this is a file; give a directory (it is created if missing)")
+
+
+def defaulted(config_class: type, name: str, help: str) -> dict:
+    """``default=`` and ``help=`` of an option whose default is field ``name`` of ``config_class``:
+    the help ends with that default, so it is spelled nowhere else."""
+    default = default_of(config_class, name)
+    shown = f"{default:g}" if isinstance(default, float) else default
+    return {"default": default, "help": f"{help} (default: {shown})"}
 
 
 def default_of(config_class: type, name: str):

@@ -7,7 +7,7 @@ import logging
 import shlex
 from pathlib import Path
 
-from harness.commands import default_of, set_torch_threads
+from harness.commands import check_directories, default_of, defaulted, set_torch_threads
 from harness.devices import DEVICE_HELP
 from harness.evaluate_config import EvaluateConfig
 from tasks.benchmarks import DEFAULT_BENCHMARK, get_benchmark
@@ -50,17 +50,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default=default_of(D, "preset"), choices=SCHEDULES.names(), help=schedule_help())
     parser.add_argument("--lr-sweep", action="store_true", help="try the preset's learning-rate grid, keep the best on valid")
     parser.add_argument("--device", default=default_of(D, "device"), help=DEVICE_HELP)
-    parser.add_argument("--records", type=Path, default=default_of(D, "records_dir"),
-                        help=f"directory for the JSON records (default: {default_of(D, 'records_dir')})")
-    parser.add_argument("--cache", type=Path, default=default_of(D, "cache_dir"),
-                        help=f"feature cache directory, shared by runs (default: {default_of(D, 'cache_dir')})")
-    parser.add_argument("--seed", type=int, default=default_of(D, "seed"),
-                        help=f"seed of head initialisation and batch order (default: {default_of(D, 'seed')})")
+    parser.add_argument("--records", type=Path, **defaulted(D, "records_dir", "directory for the JSON records"))
+    parser.add_argument("--cache", type=Path, **defaulted(D, "cache_dir", "feature cache directory, shared by runs"))
+    parser.add_argument("--seed", type=int, **defaulted(D, "seed", "seed of head initialisation and batch order"))
     parser.add_argument("--max-steps", type=int, default=None, help="cap on training steps per task (quick checks)")
-    parser.add_argument("--extract-dtype", default=default_of(D, "extract_dtype"), choices=["float32", "bfloat16", "float16"],
-                        help=f"autocast precision of feature extraction (default: {default_of(D, 'extract_dtype')})")
-    parser.add_argument("--extract-batch-seconds", type=float, default=default_of(D, "extract_batch_seconds"),
-                        help=f"padded audio seconds per extraction batch (default: {default_of(D, 'extract_batch_seconds'):g})")
+    parser.add_argument("--extract-dtype", choices=["float32", "bfloat16", "float16"],
+                        **defaulted(D, "extract_dtype", "autocast precision of feature extraction"))
+    parser.add_argument("--extract-batch-seconds", type=float, **defaulted(D, "extract_batch_seconds", "padded audio seconds per extraction batch"))
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
     parser.set_defaults(func=run)
@@ -93,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     check_upstream_name(args.upstream)
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+    check_directories(records=args.records, cache=args.cache)
     set_torch_threads(args.threads)
     config = EvaluateConfig(
         upstream=args.upstream,

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.commands import default_of
+from harness.commands import default_of, defaulted
 from harness.devices import DEVICE_HELP
 from tasks.corpora.resolve import SPEC_HELP
 from tasks.schedules import SCHEDULES, schedule_help
@@ -35,13 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     targets = ", ".join(f"{m.name} {m.default_target:g}" for m in map(METHODS.get, METHODS.names()) if m.target_option)
-    parser.add_argument("--upstream", default=default_of(D, "upstream"),
-                        help="s3prl entry the compact models load as: pruned_hubert, pruned_wavlm or pruned_wav2vec2 "
-                        f"(default: {default_of(D, 'upstream')})")
-    parser.add_argument("--tasks", default=default_of(D, "tasks"),
-                        help=f"comma-separated tasks: asr, pr, sid, slu (default: {default_of(D, 'tasks')})")
-    parser.add_argument("--methods", default=default_of(D, "methods"),
-                        help=f"compression methods (default: {default_of(D, 'methods')}: every registered one)")
+    parser.add_argument("--upstream", **defaulted(
+        D, "upstream", "s3prl entry the compact models load as: pruned_hubert, pruned_wavlm or pruned_wav2vec2"))
+    parser.add_argument("--tasks", **defaulted(D, "tasks", "comma-separated tasks: asr, pr, sid, slu"))
+    parser.add_argument("--methods", **defaulted(D, "methods", "compression methods, comma-separated; by default every registered one"))
     parser.add_argument("--teacher", default=None,
                         help="compact dir, transformers dir or hub name, torchaudio:BUNDLE, fairseq .pt "
                         "(default: the embedded SynthSpeech HuBERT teacher)")
@@ -51,16 +48,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="target sparsities of the methods that take one, comma-separated; one row per level "
                         f"(default: each method's own: {targets})")
     parser.add_argument("--device", default=default_of(D, "device"), help=DEVICE_HELP)
-    parser.add_argument("--out", type=Path, default=default_of(D, "out"),
-                        help=f"compression outputs (default: {default_of(D, 'out')})")
-    parser.add_argument("--records", type=Path, default=default_of(D, "records_dir"),
-                        help=f"run records (default: {default_of(D, 'records_dir')})")
-    parser.add_argument("--leaderboard", type=Path, default=default_of(D, "leaderboard_dir"),
-                        help=f"where leaderboard.md/.csv/.html go (default: {default_of(D, 'leaderboard_dir')})")
-    parser.add_argument("--cache", type=Path, default=default_of(D, "cache_dir"),
-                        help=f"feature cache (default: {default_of(D, 'cache_dir')})")
-    parser.add_argument("--seed", type=int, default=default_of(D, "seed"),
-                        help=f"seed of every method and head (default: {default_of(D, 'seed')})")
+    parser.add_argument("--out", type=Path, **defaulted(D, "out", "compression outputs"))
+    parser.add_argument("--records", type=Path, **defaulted(D, "records_dir", "run records"))
+    parser.add_argument("--leaderboard", type=Path, **defaulted(D, "leaderboard_dir", "where leaderboard.md/.csv/.html go"))
+    parser.add_argument("--cache", type=Path, **defaulted(D, "cache_dir", "feature cache"))
+    parser.add_argument("--seed", type=int, **defaulted(D, "seed", "seed of every method and head"))
     parser.add_argument("--head-seeds", default=None,
                         help="head seeds, comma-separated: each (upstream, task) is evaluated once per seed and the "
                         "table averages them, its intervals covering the seeds (default: --seed alone)")
