@@ -18,6 +18,8 @@ LEADERBOARD_DIR = RUNS_DIR / "leaderboard"
 
 #: Written by convexity pruning beside its checkpoint (curves per layer), read by the leaderboard.
 CONVEXITY_FILE = "convexity.json"
+#: Beside a compression that wrote several compact checkpoints: their subfolders, written last.
+CHECKPOINTS_FILE = "checkpoints.json"
 
 #: The HuBERT teacher pretrained on SynthSpeech and shipped with the code (see its MODEL_CARD.md).
 EMBEDDED_TEACHER = Path(__file__).resolve().parent.parent / "upstreams" / "teachers" / "synth-hubert-tiny"

@@ -115,8 +115,14 @@ def checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
             "teacher": compression.get("teacher"),
             "sparsity": compression.get("sparsity"),
             "dir": str(Path(ckpt).resolve()),
+            **{key: compression[key] for key in SIZE_FIELDS if key in compression},
         }
     return info
+
+
+#: What a record copies of a compression's size (for budgets and labels): convexity adds its depth
+#: and whether the rule picked it.
+SIZE_FIELDS = ("achieved_sparsity", "params", "teacher_params", "kept_layers", "teacher_layers", "selected")
 
 
 def environment() -> dict[str, Any]:

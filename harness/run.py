@@ -5,7 +5,10 @@
 2. each compression method writes compact checkpoints under ``OUT/``: one per target size for a
    method that takes one (DPHuBERT: ``OUT/dphubert-0.75``, one per ``--sparsity``), one for a method
    whose size is an outcome (convexity: ``OUT/convexity``), as each method's registry entry
-   declares (``harness.compression.methods``); a finished checkpoint is reused;
+   declares (``harness.compression.methods``); a finished checkpoint is reused. With ``--budgets
+   matched`` the sweeping methods write every size they can make (convexity: ``OUT/convexity/layers-K``
+   for every depth) and the targeting methods run at each of those sizes as well (DPHuBERT within
+   1 % of each depth's parameters), so that methods are compared at equal budgets;
 3. every compact model is evaluated as the s3prl upstream ``--upstream`` (``pruned_hubert``, ...),
    together with the unpruned teacher (converted to a compact checkpoint, the reference) and FBANK
    (the score's zero point); an (upstream, checkpoint, task, corpus, preset) with a record made with
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.paths import CACHE_DIR, EMBEDDED_TEACHER, LEADERBOARD_DIR, RECORDS_DIR, RUN_OUT_DIR
-from harness.compression.methods import METHODS
+from harness.compression.methods import METHODS, finished_checkpoints, matched_targets
 from harness.devices import DEFAULT_DEVICE
 from tasks.benchmarks import FBANK, Benchmark
 from tasks.corpora.resolve import DEFAULT_CORPUS
@@ -50,6 +53,7 @@ class RunConfig:
     corpus: str = DEFAULT_CORPUS
     preset: str = DEFAULT_SCHEDULE
     sparsities: list[float] | None = None  # target sizes; None: each method's own default
+    budgets: str = "default"  # or "matched": every swept size, and the targeting methods at each
     device: str = DEFAULT_DEVICE
     out: Path = RUN_OUT_DIR
     records_dir: Path = RECORDS_DIR
@@ -86,7 +90,6 @@ def run(config: RunConfig) -> int:
     from harness.evaluate import check_upstream_name
     from tasks.corpora.resolve import resolve_corpus
     from tasks.registry import get_task
-    from upstreams.checkpoint import is_complete_checkpoint
 
     for name in config.methods:
         METHODS.get(name)  # unknown names fail before any work, with the known ones listed
@@ -109,10 +112,11 @@ def run(config: RunConfig) -> int:
     compressions, compressed = [], []
     teacher_hash = _teacher_hash(config)
     for job in _compression_jobs(config):
-        if is_complete_checkpoint(job.out):
+        finished = finished_checkpoints(job.out)
+        if finished is not None:
             _check_same_teacher(job.out, teacher_hash)
-            logger.info("%s: reusing the finished checkpoint %s", job.out.name, job.out)
-            compressed.append(Candidate(job.out.name, config.upstream, str(job.out)))
+            logger.info("%s: reusing the finished compression in %s", job.out.name, job.out)
+            compressed.extend(_candidates(config, finished))
         else:
             compressions.append(job)
 
@@ -127,7 +131,8 @@ def run(config: RunConfig) -> int:
                 step = f"compression {what[1].name}" if kind == "compress" else f"evaluation {what[0]}"
                 failures.append(_failed(step, outcome))
             elif kind == "compress":
-                _submit_evaluation(workers, config, Candidate(what[1].name, config.upstream, str(what[1])), corpus)
+                for candidate in _candidates(config, outcome):
+                    _submit_evaluation(workers, config, candidate, corpus)
             else:
                 failures.extend(outcome)
 
@@ -136,6 +141,13 @@ def run(config: RunConfig) -> int:
         logger.error("%d step(s) failed; everything else is kept:\n  %s", len(failures), "\n  ".join(failures))
         return 1
     return 0
+
+
+def _candidates(config: RunConfig, checkpoints: list[Path]) -> list[Candidate]:
+    """The compact checkpoints of one compression as candidates, named by their place under ``OUT``."""
+    out = Path(config.out)
+    names = [path.relative_to(out).as_posix() if path.is_relative_to(out) else path.name for path in checkpoints]
+    return [Candidate(name, config.upstream, str(path)) for name, path in zip(names, checkpoints, strict=True)]
 
 
 def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> None:
@@ -231,15 +243,19 @@ class CompressionJob:
     options: dict = field(default_factory=dict)
 
 
-def _compress(config: RunConfig, job: CompressionJob, corpus: Path, teacher_hash: str | None) -> Path:
+def _compress(config: RunConfig, job: CompressionJob, corpus: Path, teacher_hash: str | None) -> list[Path]:
+    """Run one compression; returns the compact checkpoints it wrote."""
     from core.files import write_json
 
     logger.info("%s: compressing %s into %s", job.method, config.teacher, job.out)
     compress = METHODS.get(job.method).compress
-    result = compress(config.teacher, job.out, corpus=corpus, preset=config.preset, device=config.device,
-                      seed=config.seed, **job.options)  # fmt: skip
+    compress(config.teacher, job.out, corpus=corpus, preset=config.preset, device=config.device,
+             seed=config.seed, **job.options)  # fmt: skip
     write_json(job.out / TEACHER_STAMP, {"teacher": config.teacher, "teacher_sha256": teacher_hash})
-    return result
+    finished = finished_checkpoints(job.out)
+    if finished is None:
+        raise RuntimeError(f"{job.method} returned without a finished compact checkpoint in {job.out}")
+    return finished
 
 
 #: Written beside each compact checkpoint the pipeline makes: which teacher (by content) it came from.
@@ -283,12 +299,22 @@ def _evaluate_candidate(
     return failures
 
 
+#: ``--budgets``: each method at its own size(s), or every method at the sizes the sweeping ones make.
+BUDGETS = ("default", "matched")
+
+
 def _compression_jobs(config: RunConfig) -> list[CompressionJob]:
-    """Every checkpoint the run's methods make, as their registry entries declare (see ``Method.jobs``)."""
+    """Every compression the run's methods do, as their registry entries declare (see ``Method.jobs``;
+    ``--budgets matched``: sweeps, and the targeting methods at every swept size)."""
+    if config.budgets not in BUDGETS:
+        raise ValueError(f"--budgets {config.budgets!r}: choose one of {', '.join(BUDGETS)}")
+    methods = [METHODS.get(name) for name in config.methods]
+    sweep = config.budgets == "matched"
+    targets = matched_targets(methods, config.teacher, config.sparsities) if sweep else config.sparsities
     return [
-        CompressionJob(name, config.out / folder, options)
-        for name in config.methods
-        for folder, options in METHODS.get(name).jobs(config.sparsities)
+        CompressionJob(method.name, config.out / folder, options)
+        for method in methods
+        for folder, options in method.jobs(targets, sweep=sweep)
     ]
 
 

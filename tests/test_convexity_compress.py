@@ -68,6 +68,28 @@ def test_compress_keeps_layers_up_to_the_peak(synth_corpus, teacher, tmp_path, m
     torch.testing.assert_close(got[2], expected[2], atol=1e-5, rtol=1e-5)
 
 
+def test_every_depth_is_written_with_the_rules_pick_marked(synth_corpus, teacher, tmp_path, monkeypatch):
+    from harness.compression.methods import METHODS, finished_checkpoints
+
+    def fake_scores(layers, labels, config):  # peaks at hidden state 2: the rule keeps 2 layers
+        return [SimpleNamespace(score=100.0 - 10 * abs(i - 2)) for i in range(len(layers))]
+
+    monkeypatch.setattr(convexity, "graph_convexity_per_layer", fake_scores)
+    out = convexity.compress_convexity(str(teacher), tmp_path / "cvx", corpus=synth_corpus, labels="speaker",
+                                       max_points=40, depths="all")  # fmt: skip
+    folders = finished_checkpoints(out)
+    assert [f.name for f in folders] == ["layers-1", "layers-2", "layers-3"]
+    metas = [json.loads((f / "config.json").read_text())["metadata"]["compression"] for f in folders]
+    assert [m["kept_layers"] for m in metas] == [1, 2, 3] and [m["selected"] for m in metas] == [False, True, False]
+    assert [load_compact(f).config.num_layers for f in folders] == [1, 2, 3]
+    # the sizes the method declares to the registry are the sizes it writes
+    declared = METHODS.get("convexity").sweep_sparsities(str(teacher))
+    assert declared == pytest.approx([m["sparsity"] for m in metas], abs=1e-4)
+    assert (out / "convexity.json").is_file() and finished_checkpoints(tmp_path / "nothing") is None
+    with pytest.raises(ValueError, match="--depths rule"):
+        convexity.compress_convexity(str(teacher), tmp_path / "x", corpus=synth_corpus, depths="all", finetune="sid")
+
+
 def test_cli_runs_real_scores(synth_corpus, teacher, tmp_path):
     code = harness_main(["compress", "--method", "convexity", "--teacher", str(teacher), "--corpus", str(synth_corpus),
                          "--labels", "speaker", "--rule", "plateau", "--max-points", "40", "--out", str(tmp_path / "c")])  # fmt: skip

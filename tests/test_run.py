@@ -115,3 +115,32 @@ def test_an_output_option_naming_a_file_fails_before_any_work(tmp_path, teacher,
     assert harness_main(argv) == 2
     assert "--records" in caplog.text and "this is a file" in caplog.text
     assert not (tmp_path / "out").exists()  # nothing was compressed
+
+
+def test_matched_budgets_give_every_depth_and_dphubert_at_each_size(synth_corpus, teacher, tmp_path, monkeypatch):
+    from harness.compression import dphubert_options
+
+    short = dataclasses.replace(dphubert_options.PRESETS["demo"], stage1_steps=12, stage2_steps=3)
+    monkeypatch.setitem(dphubert_options.PRESETS, "demo", short)
+    argv = [*_args(tmp_path, teacher, synth_corpus, methods_="convexity,dphubert"), "--budgets", "matched",
+            "--sparsity", "0.3"]  # fmt: skip
+    assert harness_main(argv) == 0
+    compressed = {}
+    for record in load_records(tmp_path / "records"):
+        info = record.compression
+        if info.get("method"):
+            compressed[info["method"], info.get("kept_layers") or info["sparsity"]] = info
+    depths = {k: v for (method, k), v in compressed.items() if method == "convexity"}
+    assert sorted(depths) == [1, 2, 3]  # every depth 1 .. L-1 of the 4-layer teacher
+    assert [depths[k]["selected"] for k in (1, 2, 3)].count(True) <= 1  # the rule's pick is marked
+    dphubert = {k: v for (method, k), v in compressed.items() if method == "dphubert"}
+    assert 0.3 in dphubert and len(dphubert) == 4  # its own (--sparsity) and one per depth
+    for depth in depths.values():  # each depth has a DPHuBERT model of the same size, within 1 %
+        closest = min(dphubert.values(), key=lambda d: abs(d["params"] - depth["params"]))
+        assert abs(closest["params"] - depth["params"]) <= 0.01 * depth["params"], (depth, closest)
+    # a rerun finds the sweep finished and reuses it
+    listing = json.loads((tmp_path / "out" / "convexity" / "checkpoints.json").read_text())
+    assert listing["checkpoints"] == ["layers-1", "layers-2", "layers-3"]
+    before = sorted(p.name for p in (tmp_path / "records").iterdir())
+    assert harness_main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == before

@@ -177,6 +177,22 @@ def test_tiny_preset_size(tmp_path):
     assert info.hours * 60 >= 30
     assert len(set(read_manifest(root, "sid", "train")["label"])) >= 24
     assert sum(info.counts["slu"].values()) > 300
+    # the test splits are large and balanced: every speaker has the same number of test utterances
+    tiny = synth.PRESETS["tiny"]
+    per_speaker = read_manifest(root, "sid", "test")["label"].value_counts()
+    assert len(per_speaker) == tiny.speakers and set(per_speaker) == {tiny.test_sentences_per_speaker}
+    slu_test = read_manifest(root, "slu", "test")
+    assert set(slu_test["speaker"].value_counts()) == {tiny.test_commands_per_speaker}
+    assert len(read_manifest(root, "sid", "train")) == tiny.speakers * 16  # train stays small
+
+
+def test_presets_without_test_sizes_keep_their_parameters():
+    """Corpora made before test sizes existed (the teacher's pretraining corpus) keep their params."""
+    assert synth.PRESETS["small"].params() == {
+        "speakers": 48, "sentences_per_speaker": 60, "commands_per_speaker": 32, "words_per_speaker": 30,
+        "sentence_pool": 2400,
+    }  # fmt: skip
+    assert synth.PRESETS["tiny"].params()["test_commands_per_speaker"] == 120
 
 
 def test_espeak_timings_and_phonemizer():

@@ -15,6 +15,7 @@ from tasks.schedules import SCHEDULES, schedule_help
 EXAMPLES = """examples:
   harness run --upstream pruned_hubert --tasks asr,sid
   harness run --upstream pruned_hubert --tasks asr,pr,sid,slu --methods dphubert --sparsity 0.5,0.75,0.9
+  harness run --upstream pruned_hubert --tasks asr,pr,sid,slu --budgets matched --head-seeds 0,1,2
   harness run --upstream pruned_hubert --teacher facebook/hubert-base-ls960 --corpus librispeech:/data/LibriSpeech \\
       --tasks asr,pr --preset paper --device cuda
   harness run --upstream pruned_wavlm --teacher torchaudio:WAVLM_BASE_PLUS --tasks sid
@@ -25,6 +26,7 @@ A rerun skips what is finished: compact checkpoints, cached features and records
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from harness.compression.methods import METHODS
+    from harness.run import BUDGETS
     from harness.run import RunConfig as D  # every option's default is its field's (torch-free import)
 
     parser = subparsers.add_parser(
@@ -47,6 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sparsity", default=None,
                         help="target sparsities of the methods that take one, comma-separated; one row per level "
                         f"(default: each method's own: {targets})")
+    sweeping = ", ".join(f"{m.name} --{m.sweep_option.replace('_', '-')} all" for m in map(METHODS.get, METHODS.names())
+                         if m.sweep_option)  # fmt: skip
+    parser.add_argument("--budgets", default=default_of(D, "budgets"), choices=BUDGETS,
+                        help="default: each method at its own size(s); matched: the methods whose sizes are "
+                        f"outcomes make every size they can ({sweeping}) and the methods that take a target "
+                        "run at each of those sizes too (parameters within 1 %%) besides their own, for "
+                        f"comparisons at equal budgets (default: {default_of(D, 'budgets')})")
     parser.add_argument("--device", default=default_of(D, "device"), help=DEVICE_HELP)
     parser.add_argument("--out", type=Path, **defaulted(D, "out", "compression outputs"))
     parser.add_argument("--records", type=Path, **defaulted(D, "records_dir", "run records"))
@@ -92,6 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         corpus=args.corpus,
         preset=args.preset,
         sparsities=sparsities,
+        budgets=args.budgets,
         device=args.device,
         out=args.out,
         records_dir=args.records,

@@ -30,10 +30,12 @@ import torch
 from tqdm import tqdm
 
 from core.files import write_json
-from core.paths import CONVEXITY_FILE
+from core.paths import CHECKPOINTS_FILE, CONVEXITY_FILE
 from harness.compression.convexity_options import (
+    DEFAULT_DEPTHS,
     DEFAULT_LABELS,
     DEFAULT_RULE,
+    DEPTHS,
     LABEL_TYPES,
     MAX_POINTS,
     parse_labels,
@@ -150,6 +152,29 @@ def _frame_span(segment: Segment, num_frames: int) -> tuple[int, int]:
     return first, last
 
 
+def depth_sparsities(teacher: str) -> list[float]:
+    """The sparsity of the teacher truncated to each depth 1 .. L-1 (what ``depths="all"`` writes)."""
+    from upstreams import load_upstream
+
+    model = load_upstream(teacher)
+    total = model.num_params()
+    return [1 - model.truncate(k).num_params() / total for k in range(1, model.config.num_layers)]
+
+
+def _save_depth(model, layers: int, out: Path, summary: dict) -> Path:
+    """The first ``layers`` layers of ``model`` as a compact checkpoint in ``out``, with its cost."""
+    from upstreams.checkpoint import save_compact
+    from upstreams.cost import measure_cost, record_cost
+
+    compact = model.truncate(layers)
+    sparsity = round(1 - compact.num_params() / model.num_params(), 4)
+    metadata = {**summary, "sparsity": sparsity, "achieved_sparsity": sparsity, "dir": str(out),
+                "kept_layers": layers, "params": compact.num_params()}  # fmt: skip
+    save_compact(compact, out, metadata={"compression": metadata})
+    record_cost(out, measure_cost(compact))
+    return out
+
+
 def compress_convexity(
     teacher: str,
     out: str | os.PathLike,
@@ -159,18 +184,19 @@ def compress_convexity(
     device: str | None = None,
     labels: str = DEFAULT_LABELS,
     rule: str = DEFAULT_RULE,
+    depths: str = DEFAULT_DEPTHS,
     max_points: int | None = None,
     seed: int = 0,
     finetune: str | None = None,
     finetune_steps: int | None = None,
     **unused,
 ) -> Path:
-    """Score the teacher's layers, choose how many to keep, write the truncated compact checkpoint;
-    with ``finetune`` (a task name), then fine-tune it and the teacher on that task and compare."""
+    """Score the teacher's layers, choose how many to keep, write the truncated compact checkpoint
+    (``depths="all"``: one per depth 1 .. L-1 in ``out/layers-K``, listed in ``out/checkpoints.json``,
+    the rule's depth marked ``selected``); with ``finetune`` (a task name), then fine-tune the rule's
+    model and the teacher on that task and compare."""
     from harness.compression.finetune import check_task_data, finetune_pair
     from upstreams import load_upstream
-    from upstreams.checkpoint import save_compact
-    from upstreams.cost import measure_cost, record_cost
 
     out = Path(out)
     if preset not in MAX_POINTS:
@@ -179,7 +205,11 @@ def compress_convexity(
     label_types = parse_labels(labels)
     if rule not in RULES:  # before any scoring, not after it
         raise ValueError(f"--rule {rule!r}: choose one of {', '.join(RULES)}")
+    if depths not in DEPTHS:
+        raise ValueError(f"--depths {depths!r}: choose one of {', '.join(DEPTHS)}")
     if finetune is not None:
+        if depths != "rule":
+            raise ValueError("--finetune fine-tunes the rule's depth: give --depths rule (the default) with it")
         check_task_data(finetune, corpus, preset)  # fail before the scoring, not after
     elif finetune_steps is not None:
         raise ValueError("--finetune-steps needs --finetune TASK")
@@ -210,30 +240,25 @@ def compress_convexity(
         counts[label_type] = {"segments": len(chosen), "classes": len(set(names))}
 
     selection = select_layers(curves, rule)
-    compact = model.truncate(selection.num_layers)
-    sparsity = 1 - compact.num_params() / model.num_params()
-    summary = {
-        "method": "convexity",
-        "teacher": str(teacher),
-        "sparsity": round(sparsity, 4),
-        "achieved_sparsity": round(sparsity, 4),
-        "dir": str(out),
-        "labels": list(label_types),
-        "rule": rule,
-        "kept_layers": selection.num_layers,
-        "teacher_layers": model.config.num_layers,
-        "params": compact.num_params(),
-        "teacher_params": model.num_params(),
-        "reason": selection.reason,
-    }
-    save_compact(compact, out, metadata={"compression": summary})
-    record_cost(out, measure_cost(compact))
+    summary = {"method": "convexity", "teacher": str(teacher), "labels": list(label_types), "rule": rule,
+               "teacher_layers": model.config.num_layers, "teacher_params": model.num_params(), "reason": selection.reason}  # fmt: skip
+    if depths == "all":
+        folders = [
+            _save_depth(model, k, out / f"layers-{k}", {**summary, "selected": k == selection.num_layers})
+            for k in range(1, model.config.num_layers)
+        ]
+    else:
+        folders = [_save_depth(model, selection.num_layers, out, summary)]
+    sparsity = 1 - model.truncate(selection.num_layers).num_params() / model.num_params()
     write_json(
         out / CONVEXITY_FILE,
         {**curves, "kept_layers": selection.num_layers, "selection": selection.to_dict(), "linear_probe": probes,
          "block_influence": influence, "counts": counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1)},
     )  # fmt: skip
     plot_convexity(curves, out / "convexity.png", selection=selection, title=f"Graph convexity per layer: {teacher}")
+    if depths == "all":  # last: marks the sweep finished
+        write_json(out / CHECKPOINTS_FILE, {"checkpoints": [folder.name for folder in folders],
+                                            "selected": f"layers-{selection.num_layers}"})  # fmt: skip
     logger.info("convexity pruning: %s; kept %d of %d layers (%.1f %% fewer parameters)",
                 selection.reason, selection.num_layers, model.config.num_layers, 100 * sparsity)  # fmt: skip
     if finetune is not None:

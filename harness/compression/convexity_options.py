@@ -18,6 +18,10 @@ DEFAULT_RULE = RULES[0]
 #: Labelled segments per label type by schedule: the paper samples up to 5000; the CPU demo keeps
 #: scoring and probes to about a minute.
 MAX_POINTS = {"demo": 2000, "paper": 5000}
+#: ``--depths``: ``rule`` writes the rule's depth only; ``all`` writes every depth 1 .. L-1 (one
+#: compact checkpoint each, in ``OUT/layers-K``), the rule's marked ``selected``.
+DEPTHS = ("rule", "all")
+DEFAULT_DEPTHS = "rule"
 
 
 def parse_labels(text: str) -> tuple[str, ...]:
@@ -39,6 +43,9 @@ def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
             help=f"{', '.join(LABEL_TYPES)} (comma-separated) or all (default: {DEFAULT_LABELS})"),
         add("--rule", default=None, choices=RULES,
             help=f"where the kept layers end: {' or '.join(RULES)} (default: {DEFAULT_RULE})"),
+        add("--depths", default=None, choices=DEPTHS,
+            help="rule: one compact checkpoint at the rule's depth in OUT; all: one per depth 1 .. L-1 in "
+            f"OUT/layers-K, the rule's pick marked, for comparisons at equal size (default: {DEFAULT_DEPTHS})"),
         add("--max-points", type=int, default=None, help=f"labelled segments per label type (default: {points})"),
         add("--finetune", default=None, metavar="TASK",
             help="then fine-tune the pruned model and, for comparison, the full teacher end to end with "

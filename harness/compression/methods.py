@@ -4,6 +4,21 @@ Each entry is a :class:`Method`: its compress function (``"module:attr"``, impor
 its command-line options (a torch-free ``add_arguments(group)``), the schedules it has, and how it
 reaches a target size. ``harness run`` reads these declarations and never names a method.
 
+Sizes are sparsities (the fraction of the teacher's parameters removed). A method reaches sizes in
+one of two ways, and says which:
+
+- by a target (``target_option``): it is given any sparsity and lands on it (DPHuBERT: within one
+  FFN unit under the budget);
+- by a sweep (``sweep_option``, ``sweep_sparsities``): its sizes are outcomes from a fixed set it
+  can enumerate from the teacher alone (convexity: one per depth 1 .. L-1), and one run with the
+  sweep option on writes a compact checkpoint for each.
+
+``harness run --budgets matched`` sweeps every sweeping method and gives every targeting method
+each swept size (plus its own default), so rows of different methods share parameter budgets.
+
+A compress function writes either one compact checkpoint in ``out`` or, in a sweep, one per size in
+subfolders of ``out`` listed by ``out/checkpoints.json`` (written last); see :func:`finished_checkpoints`.
+
 A compress function is ``compress(teacher, out, *, corpus, preset, device, **options) -> Path``; it
 writes a compact checkpoint (``upstreams.checkpoint`` format) to ``out`` and returns it. The
 checkpoint's metadata holds ``compression = {"method", "teacher", "sparsity", "dir", ...}``, which
@@ -14,9 +29,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from core.paths import CHECKPOINTS_FILE
 from core.registry import Registry
 
 
@@ -33,6 +52,10 @@ class Method:
             the teacher's parameters to remove), or None when the size is an outcome (convexity
             chooses a depth from its curves).
         default_target: the target used when none is given.
+        sweep_option: the option (set to ``"all"``) that makes the method write a checkpoint for
+            every size it can make, or None.
+        sweep_sparsities: ``(teacher spec) -> sparsities`` of those sizes, computed from the teacher
+            without compressing it.
         help: one line for ``--help``.
     """
 
@@ -42,6 +65,8 @@ class Method:
     schedules: tuple[str, ...] = ("demo", "paper")
     target_option: str | None = None
     default_target: float | None = None
+    sweep_option: str | None = None
+    sweep_sparsities: Callable[[str], list[float]] | None = None
     help: str = ""
 
     @property
@@ -49,12 +74,40 @@ class Method:
         module, attr = self.entry.split(":", 1)
         return getattr(importlib.import_module(module), attr)
 
-    def jobs(self, targets: list[float] | None) -> list[tuple[str, dict]]:
-        """``(output folder name, options)`` per checkpoint this method makes in a run: one per
-        target size for a method that takes one (``targets`` None: its default), else one."""
+    def jobs(self, targets: list[float] | None, sweep: bool = False) -> list[tuple[str, dict]]:
+        """``(output folder name, options)`` per compression this method runs: one per target size
+        for a method that takes one (``targets`` None: its default), else one (with ``sweep``, the
+        sweep that writes every size it can make)."""
         if self.target_option is None:
-            return [(self.name, {})]
+            return [(self.name, {self.sweep_option: "all"} if sweep and self.sweep_option else {})]
         return [(f"{self.name}-{t:g}", {self.target_option: t}) for t in (targets or [self.default_target])]
+
+
+#: Decimals a matched target sparsity is rounded to: 1e-4 of a teacher is far inside 1 % of any budget.
+TARGET_DECIMALS = 4
+
+
+def finished_checkpoints(out: str | os.PathLike) -> list[Path] | None:
+    """The compact checkpoints a finished compression left in ``out`` (``out`` itself, or the
+    subfolders its ``checkpoints.json`` lists); None when it has not finished."""
+    from upstreams.checkpoint import is_complete_checkpoint
+
+    out = Path(out)
+    if is_complete_checkpoint(out):
+        return [out]
+    listing = out / CHECKPOINTS_FILE
+    if not listing.is_file():
+        return None
+    folders = [out / name for name in json.loads(listing.read_text(encoding="utf-8"))["checkpoints"]]
+    return folders if all(is_complete_checkpoint(folder) for folder in folders) else None
+
+
+def matched_targets(methods: list[Method], teacher: str, extra: list[float] | None = None) -> list[float]:
+    """The sparsities every targeting method runs at under ``--budgets matched``: each size the
+    sweeping methods make, plus ``extra`` (``--sparsity``) or the targeting methods' defaults."""
+    swept = {round(s, TARGET_DECIMALS) for m in methods if m.sweep_sparsities for s in m.sweep_sparsities(teacher)}
+    own = extra or [m.default_target for m in methods if m.target_option and m.default_target is not None]
+    return sorted(swept | set(own))
 
 
 def _convexity_arguments(group: argparse._ActionsContainer) -> list[str]:
@@ -69,6 +122,12 @@ def _dphubert_arguments(group: argparse._ActionsContainer) -> list[str]:
     return add_arguments(group)
 
 
+def _convexity_depth_sparsities(teacher: str) -> list[float]:
+    from harness.compression.convexity import depth_sparsities
+
+    return depth_sparsities(teacher)
+
+
 def _dphubert_default_sparsity() -> float:
     from harness.compression.dphubert_options import DPHuBERTConfig
 
@@ -78,6 +137,7 @@ def _dphubert_default_sparsity() -> float:
 METHODS: Registry[Method] = Registry("compression method")
 METHODS.register("convexity", Method(
     "convexity", "harness.compression.convexity:compress_convexity", _convexity_arguments,
+    sweep_option="depths", sweep_sparsities=_convexity_depth_sparsities,
     help="layer pruning: keep the layers up to where graph convexity of the labels peaks (or plateaus)",
 ))  # fmt: skip
 METHODS.register("dphubert", Method(

@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +48,12 @@ PROGRESS = "progress.jsonl"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
-def _split_counts(total: int) -> list[tuple[str, int]]:
+def _split_counts(total: int, test_size: int | None = None) -> list[tuple[str, int]]:
+    """Utterances per split for one speaker: ``total`` split 80/10/10, or, with ``test_size``,
+    train and valid as before and ``test_size`` test utterances on top."""
     valid = max(1, round(total * SPLIT_FRACTIONS[1]))
     test = max(1, round(total * SPLIT_FRACTIONS[2]))
-    return [("train", total - valid - test), ("valid", valid), ("test", test)]
+    return [("train", total - valid - test), ("valid", valid), ("test", test if test_size is None else test_size)]
 
 
 def plan_jobs(preset: SynthPreset, seed: int) -> list[Job]:
@@ -74,10 +75,10 @@ def plan_jobs(preset: SynthPreset, seed: int) -> list[Job]:
         jobs.append(Job(len(jobs), utt_id, kind, speaker, text, split, intent, int(rng.integers(2**31))))
 
     for speaker in speakers:
-        for split, n in _split_counts(preset.sentences_per_speaker):
+        for split, n in _split_counts(preset.sentences_per_speaker, preset.test_sentences_per_speaker):
             for text in rng.choice(sentence_splits[split], size=n, replace=n > len(sentence_splits[split])):
                 add("sentence", speaker, str(text), split)
-        for split, n in _split_counts(preset.commands_per_speaker):
+        for split, n in _split_counts(preset.commands_per_speaker, preset.test_commands_per_speaker):
             for _ in range(n):
                 intent = intents[rng.integers(len(intents))]
                 phrasings = command_splits[split][intent]
@@ -117,7 +118,7 @@ def synthesize_corpus(out: str | os.PathLike, preset: str = DEFAULT_SIZE, seed: 
     if preset not in PRESETS:
         raise ValueError(f"unknown SynthSpeech preset {preset!r}; choose one of {', '.join(PRESETS)}")
     root = Path(out)
-    params = {"preset": preset, "seed": seed, "format_version": FORMAT_VERSION, **asdict(PRESETS[preset])}
+    params = {"preset": preset, "seed": seed, "format_version": FORMAT_VERSION, **PRESETS[preset].params()}
     if _reuse_complete(root, params):
         return root
     done = _resume_or_reset(root, params)
