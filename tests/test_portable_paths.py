@@ -1,12 +1,20 @@
-"""Records hold no absolute path of the machine that made them."""
+"""Records and published tables hold no absolute path of the machine that made them, and readers
+still find the files those paths name."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from core.paths import portable_command, portable_path, repo_root
+from core.records import load_record, write_record
 from harness.provenance import build_record
+from leaderboard.aggregate import build_leaderboard
+from leaderboard.convexity import convexity_candidates
+from leaderboard.render import to_html
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "leaderboard" / "published"
 
 
 def test_paths_inside_the_root_become_relative_and_others_stay_as_given(tmp_path):
@@ -57,3 +65,23 @@ def test_a_record_built_in_a_repository_holds_no_absolute_path_under_it(tmp_path
     assert record.upstream["compression"]["dir"] == "runs/run/convexity" and record.corpus["root"] == "data/synth-tiny"
     assert record.upstream["checkpoint_metadata"]["compression"]["teacher"] == "upstreams/teachers/t"
     assert record.command == "harness evaluate --ckpt runs/run/convexity --corpus data/synth-tiny --cache /opt/cache"
+
+    # readers find the files again: from inside the repository, and from elsewhere through the record's folder
+    path = write_record(record, repo / "runs" / "records")
+    found = repo / "runs" / "run" / "convexity" / "convexity.json"
+    assert found in convexity_candidates(load_record(path))
+    monkeypatch.chdir(tmp_path)
+    assert found in convexity_candidates(load_record(path))
+    (table,) = build_leaderboard([load_record(path)])
+    assert [c.path for c in table.convexity] == [found]
+    monkeypatch.chdir(repo)
+    page = to_html([table])
+    assert "runs/run/convexity/convexity.json" in page and str(tmp_path) not in page
+
+
+def test_the_published_artifacts_hold_no_absolute_path():
+    files = [p for p in PUBLISHED.rglob("*") if p.suffix in {".json", ".md", ".csv", ".html"}]
+    assert files
+    for path in files:
+        text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", path.read_text(encoding="utf-8"))  # not paths
+        assert not re.search(r"/(?:work|home|tmp|root|Users)/", text), path
