@@ -10,7 +10,8 @@ A record holds, at the top level of its JSON object (in this order)::
     upstream        {"name", "ckpt", "ckpt_sha256", "num_layers", "hidden_size", "downsample_rate",
                      "params", "macs", "input_seconds", "macs_per_second", "latency_s",
                      "real_time_factor", "cost_source", "checkpoint_metadata",
-                     "compression": {"method", "teacher", "sparsity", "dir"}}   (compressed models)
+                     "compression": {"method", "teacher", "sparsity", "dir"}}   (compressed models;
+                     the checkpoint's metadata may add "kept_layers", "teacher_layers", "selected", ...)
     corpus          {"name", "source", "root", "fingerprint", "utterances": {split: n}}
     config          {"preset", "head", "train", "lr", "lr_sweep", "max_steps", "extract_dtype", "labels"}
     seeds           {"train": the head's seed}
@@ -21,6 +22,10 @@ A record holds, at the top level of its JSON object (in this order)::
                     which confidence intervals are recomputed (leaderboard.intervals); older
                     records lack it
     ...             what else the writer adds (selection, lr_sweep, history, layer_weights, command)
+
+Paths in a record (checkpoint, corpus root, compression dir and teacher, the command's arguments)
+are relative to the root of the repository the run was made in when they lie inside it
+(:func:`core.paths.portable_path`), so a record holds no absolute path of the machine that made it.
 
 :class:`Record` is the typed view every reader goes through; :func:`write_record` is the one
 writer and :func:`load_record` / :func:`load_records` the readers. :func:`identity` says which

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from core.audio import SAMPLE_RATE
+from core.paths import portable_tree, repo_root
 from core.records import Record, TaskInfo
 
 logger = logging.getLogger(__name__)
@@ -197,11 +198,18 @@ def build_record(
 ) -> Record:
     """One record of this run: the given sections plus this process's environment.
 
+    Paths inside the working directory's repository (checkpoint, corpus, compression dir and
+    teacher, cost source, the command's arguments, anywhere in the sections) are stored relative to
+    its root (:func:`core.paths.portable_tree`), so a record holds no absolute path of the machine
+    that made it; paths outside it stay as given.
+
     Args:
         task: ``{"name", "metrics", "main_metric", "higher_is_better"}``.
         metrics: split -> metric -> value; the main score is the test value of the main metric.
     """
     info = TaskInfo(str(task["name"]), tuple(task["metrics"]), str(task["main_metric"]), bool(task["higher_is_better"]))
+    root = repo_root()
+    upstream, corpus, config, timing, extra = (portable_tree(s, root) for s in (upstream, corpus, config, timing, extra))
     return Record.create(
         task=info, metrics=metrics, upstream=upstream, corpus=corpus, config=config,
         sections={"seeds": seeds, "timing": timing, "device": device, **environment()}, extra=extra,

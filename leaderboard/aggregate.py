@@ -14,28 +14,43 @@ A missing task is shown as missing and makes the score missing: it is never aver
 The tasks of a table are its benchmark's: the one given, else the declared benchmark whose corpus
 and schedule match the records, else (no declared benchmark) the tasks found, which a note says.
 
+Rows say what they are (:mod:`leaderboard.labels`: ``none (teacher)``, ``none (FBANK, zero point)``,
+``convexity, 3/6 layers (rule's pick)``), the notes name the reference row of each task and the zero
+point, and a table carries its rows as points of size against score (:mod:`leaderboard.points`)
+and its compressed rows grouped by parameter budget (:mod:`leaderboard.budgets`).
+
 Fields read from a record, through :class:`~core.records.Record` (all but the task, the main score
 and ``upstream.name`` optional)::
 
     upstream.{name, ckpt, ckpt_sha256, params, macs_per_second (or macs / input_seconds), real_time_factor}
-    upstream.compression.{method, teacher, sparsity, dir}
-    corpus.{name, fingerprint}, config.preset, device, command, date
+    upstream.compression.{method, teacher, sparsity, dir, kept_layers, teacher_layers, selected}
+        (completed by upstream.checkpoint_metadata.compression)
+    corpus.{name, fingerprint}, config.preset, device, command, date, per_utterance
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
 from typing import Any
 
 import pandas as pd
 
-from core.paths import CONVEXITY_FILE
 from core.records import Record, identity
+from leaderboard.budgets import Budget, build_budgets
+from leaderboard.convexity import ConvexityCurves, find_convexity
+from leaderboard.labels import (
+    as_record,
+    describe,
+    method_cell,
+    row_label,
+    short_tag,
+    teachers_of,
+    upstream_identity,
+)
+from leaderboard.points import Point
 from tasks.benchmarks import FBANK, Benchmark, find_benchmark
 
 logger = logging.getLogger(__name__)
@@ -47,16 +62,6 @@ SCORE_COLUMN = f"SUPERB score {UP}"
 PARAMS_COLUMN = f"params (M) {DOWN}"
 MACS_COLUMN = f"MACs (G per s of audio) {DOWN}"
 RTF_COLUMN = f"RTF {DOWN}"
-
-
-@dataclass
-class ConvexityCurves:
-    """Graph convexity per hidden state of one compressed checkpoint (from its ``convexity.json``)."""
-
-    source: str  # the row label of the upstream it belongs to
-    path: Path
-    curves: dict[str, list[float]]  # label type -> score per hidden state (0 = input to layer 1)
-    kept_layers: int | None
 
 
 @dataclass
@@ -72,6 +77,8 @@ class CorpusTable:
     notes: list[str] = field(default_factory=list)
     benchmark: str | None = None  # the declared benchmark the table aggregates against (None: tasks found)
     convexity: list[ConvexityCurves] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)  # one per row, for the Pareto plot
+    budgets: list[Budget] = field(default_factory=list)  # the compressed rows by parameter budget
     num_records: int = 0
     devices: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
@@ -88,59 +95,9 @@ class CorpusTable:
 # ------------------------------------------------------------------------------ record fields
 
 
-def as_record(record: Record | Mapping[str, Any]) -> Record:
-    """A :class:`Record`, parsing a record object (checked, see ``Record.from_dict``) if needed."""
-    return record if isinstance(record, Record) else Record.from_dict(record)
-
-
-def upstream_identity(record: Record | Mapping[str, Any]) -> dict[str, Any]:
-    """The row of a record: upstream name, compression method/teacher/sparsity, checkpoint hash."""
-    record = as_record(record)
-    compression = record.compression
-    digest = identity(record).checkpoint
-    return {
-        "upstream": str(record.upstream["name"]),
-        "method": _scalar(compression.get("method")),
-        "teacher": _teacher_name(compression.get("teacher")),
-        "sparsity": _scalar(compression.get("sparsity")),
-        "checkpoint": str(digest)[:12] if digest else None,
-    }
-
-
-def _teacher_name(value: Any) -> str | float | int | None:
-    """A local teacher directory or file by its name (``synth-hubert-tiny``), not by the absolute
-    path of the machine that ran it; hub names and ``torchaudio:BUNDLE`` specs stay as they are.
-    Rows stay distinct through the checkpoint hash."""
-    if isinstance(value, str) and value.startswith("/"):
-        return PurePath(value).name
-    return _scalar(value)
-
-
-def _scalar(value: Any) -> str | float | int | None:
-    """Keep row keys hashable: numbers and strings as they are, anything else as compact JSON."""
-    if value is None or isinstance(value, str | int | float):
-        return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
 def section_key(record: Record | Mapping[str, Any]) -> tuple[str, str | None, str | None]:
     """(corpus name, corpus fingerprint, downstream preset): scores are only compared within one."""
     return identity(as_record(record)).section
-
-
-def row_label(identity: Mapping[str, Any]) -> str:
-    """Short human name of a row, e.g. ``pruned_hubert (dphubert, sparsity 0.75) 3fa1c2d4e5f6``."""
-    method, sparsity, checkpoint = (_present(identity.get(k)) for k in ("method", "sparsity", "checkpoint"))
-    details = [str(method)] if method else []
-    if sparsity is not None:
-        details.append(f"sparsity {sparsity:g}" if isinstance(sparsity, int | float) else f"sparsity {sparsity}")
-    label = identity["upstream"] + (f" ({', '.join(details)})" if details else "")
-    return label + (f" {checkpoint}" if checkpoint else "")
-
-
-def _present(value: Any) -> Any:
-    """None for absent values (None or NaN, as pandas stores them), else the value."""
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def latest_records(records: Iterable[Record | Mapping[str, Any]]) -> list[Record]:
@@ -251,7 +208,9 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
         row["_by_task"].setdefault(task, []).append(record)
         directions[task] = record.task.higher_is_better
         metric_names[task] = record.task.main_metric
+    teachers = teachers_of(records)
     for row in rows.values():  # the mean over head seeds (one seed: its value, exactly)
+        describe(row, teachers)
         for task, found in row["_by_task"].items():
             row[task] = sum(r.main_score for r in found) / len(found)
     if benchmark is not None:
@@ -268,7 +227,7 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
     references = [r for r in rows.values() if r["upstream"] != FBANK and not r["method"]]
     reference_rows = {t: best_row(references, t, directions[t]) for t in tasks}
     reference = {t: reference_rows[t][t] if reference_rows[t] else None for t in tasks}
-    notes = _score_notes(tasks, fbank_rows, fbank, reference, directions)
+    notes = _reference_notes(tasks, reference_rows, fbank_rows) + _score_notes(tasks, fbank_rows, fbank, reference, directions)
     if benchmark is None:
         notes.insert(0, "no declared benchmark for this corpus and preset: the columns are the tasks found in the records")
     else:
@@ -278,13 +237,14 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
 
     spread = row_intervals(list(rows.values()), tasks, fbank_rows[0] if fbank_rows else None, reference_rows, notes)
 
-    table_rows = []
+    table_rows, points = [], []
     for row in rows.values():
         score = superb_score(row, fbank, reference, tasks)
         missing = [t for t in tasks if row.get(t) is None]
         if missing:
             notes.append(f"score missing for {row_label(row)}: no result for {', '.join(missing)}")
         table_rows.append(_frame_row(row, tasks, task_columns, score))
+        points.append(_point(row, score, spread.get(id(row), {}).get(SCORE_KEY)))
         if spread:
             for name, (low, high) in spread.get(id(row), {}).items():
                 column = SCORE_COLUMN if name == SCORE_KEY else task_columns[name]
@@ -303,7 +263,7 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
     return CorpusTable(
         corpus=corpus, fingerprint=fingerprint, preset=preset, frame=frame, higher_is_better=higher,
         task_columns=task_columns, notes=notes, benchmark=benchmark.name if benchmark else None,
-        convexity=find_convexity(rows.values()), num_records=len(records),
+        convexity=find_convexity(rows.values()), points=points, budgets=build_budgets(points), num_records=len(records),
         devices=sorted({_device_text(r.device) for r in records} - {""}),
         commands=sorted({r.command for r in records if r.command}),
         latest_date=max((r.date for r in records), default=None) or None,
@@ -333,7 +293,8 @@ def row_intervals(
     reference_rows: Mapping[str, dict[str, Any] | None], notes: list[str],
 ) -> dict[int, dict[str, tuple[float, float]]]:
     """Per row (by ``id``), the 95 % interval of each task figure and of the score; appends the
-    method and each compressed row's paired test against the task's reference row to ``notes``.
+    method and each compressed row's paired test against the task's reference row to ``notes``, and
+    keeps each row's score on every resample as ``row["_score_samples"]`` (for the budget view).
     Empty when no record keeps per-utterance counts (older records): the table is then as before."""
     from leaderboard import intervals as ci
 
@@ -360,6 +321,7 @@ def row_intervals(
     best = {t: s for t, s in best.items() if s is not None}
     for row in rows:
         score = ci.score_samples(samples.get(id(row), {}), base, best, tasks, SCORE_SCALE)
+        row["_score_samples"] = score  # the budget view compares rows on these same draws
         if score is not None and row.get("upstream") != FBANK:
             spread[id(row)][SCORE_KEY] = ci.interval(score)
     notes.append(INTERVAL_NOTE.format(resamples=ci.RESAMPLES))
@@ -392,6 +354,7 @@ def _frame_row(row: Mapping[str, Any], tasks: Sequence[str], task_columns: Mappi
     record: Record = row["_record"]
     params, macs_per_second, rtf = record.cost("params"), record.macs_per_second(), record.cost("real_time_factor")
     out: dict[str, Any] = {column: row[column] for column in IDENTITY_COLUMNS}
+    out["method"] = method_cell(row)
     out[PARAMS_COLUMN] = params / 1e6 if params is not None else math.nan
     out[MACS_COLUMN] = macs_per_second / 1e9 if macs_per_second is not None else math.nan
     out[RTF_COLUMN] = rtf if rtf is not None else math.nan
@@ -399,6 +362,25 @@ def _frame_row(row: Mapping[str, Any], tasks: Sequence[str], task_columns: Mappi
         out[task_columns[task]] = row.get(task, math.nan)
     out[SCORE_COLUMN] = score if score is not None else math.nan
     return out
+
+
+def _point(row: Mapping[str, Any], score: float | None, interval: tuple[float, float] | None) -> Point:
+    record: Record = row["_record"]
+    return Point(label=row_label(row), kind=row["_kind"], method=row["method"] or None, params=record.cost("params"),
+                 macs_per_second=record.macs_per_second(), score=score, interval=interval,
+                 samples=row.get("_score_samples"), tag=short_tag(row))  # fmt: skip
+
+
+def _reference_notes(tasks: Sequence[str], reference_rows: Mapping[str, Any], fbank_rows: Sequence[Any]) -> list[str]:
+    """Which row the score takes as 1000 on each task (by label), and that FBANK is its zero point."""
+    by_row: dict[str, list[str]] = {}
+    for task in tasks:
+        if reference_rows.get(task) is not None:
+            by_row.setdefault(row_label(reference_rows[task]), []).append(task)
+    notes = [f"score reference (= 1000) on {', '.join(found)}: {label}" for label, found in by_row.items()]
+    if fbank_rows:
+        notes.append(f"score zero point (= 0) on every task: {row_label(fbank_rows[0])}")
+    return notes
 
 
 def _metric_title(metric: str) -> str:
@@ -430,59 +412,3 @@ def _device_text(device: Any) -> str:
         return f"cuda ({device.get('name', '?')})"
     threads = device.get("threads")
     return f"{device.get('type', '?')}" + (f" ({threads} threads)" if threads else "")
-
-
-# ------------------------------------------------------------------------------ convexity curves
-
-
-def read_convexity(path: str | Path) -> tuple[dict[str, list[float]], int | None]:
-    """Parse a ``convexity.json``: ``{"<label type>": [score per hidden state], ..., "kept_layers": N}``.
-
-    Curves may also sit under a ``"curves"`` key. Raises ValueError naming the file when malformed.
-    """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of label type -> scores per layer")
-    source = data["curves"] if isinstance(data.get("curves"), dict) else data
-    curves = {
-        str(name): [float(v) for v in values]
-        for name, values in source.items()
-        if isinstance(values, list) and values and all(isinstance(v, int | float) for v in values)
-    }
-    if not curves:
-        raise ValueError(f"{path}: no curves (label type -> list of scores per layer)")
-    kept = data.get("kept_layers")
-    return curves, int(kept) if isinstance(kept, int | float) else None
-
-
-def convexity_candidates(record: Record) -> list[Path]:
-    """Where a record's compression outputs may hold ``convexity.json``: the compression dir, the checkpoint's dir."""
-    places = [record.compression.get("dir")]
-    ckpt = record.upstream.get("ckpt")
-    if ckpt:
-        places += [ckpt, str(Path(ckpt).parent)]
-    found: list[Path] = []
-    for place in places:
-        if place and (Path(place) / CONVEXITY_FILE) not in found:
-            found.append(Path(place) / CONVEXITY_FILE)
-    return found
-
-
-def find_convexity(rows: Iterable[Mapping[str, Any]]) -> list[ConvexityCurves]:
-    """Curves of the compressed rows whose outputs hold a readable ``convexity.json`` (one per file)."""
-    curves, seen = [], set()
-    for row in rows:
-        if not row.get("method"):
-            continue
-        for path in convexity_candidates(row["_record"]):
-            if path in seen or not path.is_file():
-                continue
-            seen.add(path)
-            try:
-                scores, kept = read_convexity(path)
-            except (OSError, ValueError, json.JSONDecodeError) as err:
-                logger.warning("skipping convexity curves %s (%s)", path, err)
-                continue
-            curves.append(ConvexityCurves(row_label(row), path, scores, kept))
-            break
-    return curves

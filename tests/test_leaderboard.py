@@ -55,8 +55,9 @@ REFERENCE_ROWS = [
 
 
 def row(table, upstream, method=None):
+    """The row of ``upstream`` whose method cell starts with ``method`` (None: an uncompressed row)."""
     frame = table.frame
-    match = frame[(frame["upstream"] == upstream) & (frame["method"].fillna("") == (method or ""))]
+    match = frame[(frame["upstream"] == upstream) & frame["method"].str.startswith(method or "none (")]
     assert len(match) == 1, frame
     return match.iloc[0]
 

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from core.paths import LEADERBOARD_DIR, RECORDS_DIR
+from core.paths import LEADERBOARD_DIR, RECORDS_DIR, portable_path
 from tasks.benchmarks import BENCHMARKS
 
 logger = logging.getLogger(__name__)
@@ -18,7 +18,10 @@ EPILOG = """examples:
   harness leaderboard --records leaderboard/published/cpu-demo/records --out runs/cpu-demo --benchmark synthspeech-demo
 
 Writes OUT/leaderboard.md, OUT/leaderboard.csv and OUT/leaderboard.html (self-contained, sortable
-columns, plots of score vs parameters and of convexity per layer), then prints the Markdown.
+columns, plots of score vs parameters and MACs and of convexity per layer), OUT/budgets.csv (the
+compressed rows by parameter budget, and the best method at each where the difference is significant)
+and OUT/pareto.png (score vs parameters and MACs, one line per method, the Pareto frontier), then
+prints the Markdown.
 One table per corpus and downstream preset, its columns the tasks of the declared benchmark of that
 corpus and preset (tasks.benchmarks); when an upstream was evaluated twice on a task, the latest
 record wins.
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     records = load_records(args.records)
     if not records:
         raise ValueError(f"--records {args.records}: no run records (*.json) there; run `harness evaluate` first")
-    words = ["harness", "leaderboard", "--records", str(args.records), "--out", str(args.out)]
+    words = ["harness", "leaderboard", "--records", portable_path(args.records), "--out", portable_path(args.out)]
     benchmark = None
     if args.benchmark:
         benchmark = BENCHMARKS.get(args.benchmark)

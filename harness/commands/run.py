@@ -4,9 +4,11 @@ s3prl upstream, evaluate them beside the teacher and FBANK, and regenerate and p
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
+from core.paths import portable_command
 from harness.commands import default_of, defaulted
 from harness.devices import DEVICE_HELP
 from tasks.corpora.resolve import SPEC_HELP
@@ -109,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         seed=args.seed,
         max_steps=args.max_steps,
-        command="harness " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("harness") else None,
+        command=portable_command(shlex.join(["harness", *sys.argv[1:]])) if sys.argv[0].endswith("harness") else None,
     )
     return run(config)
 
