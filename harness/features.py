@@ -48,7 +48,7 @@ from upstreams.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # compact and transf
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: frames past a shorter item's length repeat its last valid frame
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".npz"}
 EXTRACT_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 import upstreams
 from upstreams.checkpoint import save_compact
@@ -125,6 +126,23 @@ def test_upstream_contract_in_process(s3prl_nn, checkpoints):
             for b, n in ((1, 800), (2, 16000), (4, 5000))
         }
     assert counts == {upstream.num_layers} == {5}
+
+
+def test_every_frame_s3prl_returns_is_the_same_batched_and_alone(s3prl_nn, checkpoints):
+    """s3prl keeps (samples - 1) // 320 + 1 frames per item: for a shorter item of a batch that is one
+    or two frames past what the encoder makes, which must not depend on the batch."""
+    for family in ("hubert", "wavlm"):
+        upstream = s3prl_nn.S3PRLUpstream(f"pruned_{family}", path_or_url=str(checkpoints[family])).eval()
+        sizes = (16000, 9000, 3119)  # the last has two frames fewer than s3prl keeps
+        waves = [torch.randn(n) for n in sizes]
+        with torch.no_grad():
+            batched, batched_lens = upstream(pad_sequence(waves, batch_first=True), torch.tensor(sizes))
+            for index, wave in enumerate(waves):
+                alone, alone_lens = upstream(wave[None], torch.tensor([len(wave)]))
+                frames = int(alone_lens[0][0])
+                assert frames == (len(wave) - 1) // 320 + 1 == int(batched_lens[0][index])
+                for b, a in zip(batched, alone, strict=True):
+                    torch.testing.assert_close(b[index, :frames], a[0, :frames], atol=1e-4, rtol=0)
 
 
 def test_entries_reject_wrong_family_and_missing_checkpoints(s3prl_nn, checkpoints, tmp_path):

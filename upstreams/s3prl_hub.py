@@ -71,11 +71,29 @@ class PrunedUpstreamExpert(nn.Module):
         minimum = self.model.config.receptive_field
         if padded.shape[1] < minimum:  # s3prl feeds 0.05 s; pad so at least one frame exists
             padded = nn.functional.pad(padded, (0, minimum - padded.shape[1]))
-        hidden_states, _ = self.model(padded, lengths.clamp(min=minimum))
+        hidden_states, frame_lengths = self.model(padded, lengths.clamp(min=minimum))
+        if frame_lengths is not None:
+            hidden_states = [repeat_last_valid_frame(h, frame_lengths) for h in hidden_states]
         return {
             "hidden_states": hidden_states,
             "last_hidden_state": self.model.last_hidden_state(hidden_states),
         }
+
+
+def repeat_last_valid_frame(hidden: Tensor, frame_lengths: Tensor) -> Tensor:
+    """``hidden [batch, frame, D]`` with each item's frames past its own length replaced by its
+    last valid frame.
+
+    s3prl keeps ``(samples - 1) // 320 + 1`` frames per item, one or two more than the conv stack
+    makes, and pads the longest item by repeating its last frame. For a shorter item of a padded
+    batch those extra frames would be the encoder's output at padded positions, which depends on
+    what it was batched with; repeating its last valid frame gives every item the frames it has
+    alone, whatever the batch.
+    """
+    frames = torch.arange(hidden.shape[1], device=hidden.device)[None, :]
+    last = (frame_lengths.to(hidden.device) - 1).clamp(min=0)[:, None]
+    index = torch.minimum(frames, last)
+    return hidden.gather(1, index[:, :, None].expand_as(hidden))
 
 
 def _entry(family: str, local_only: bool):
