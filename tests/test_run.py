@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -37,6 +38,8 @@ def test_run_end_to_end_then_resume(synth_corpus, teacher, tmp_path, capsys):
     assert kinds == {("fbank", None), ("pruned_hubert", None), ("pruned_hubert", "convexity")}
     printed = capsys.readouterr().out
     assert "convexity" in printed and "fbank" in printed  # the leaderboard is printed
+    # with one head seed (the README's command) every figure still carries its 95 % interval
+    assert "95 % intervals" in printed and re.search(r"\| +\d+\.\d+ \[\d+\.\d+, \d+\.\d+\] +\|", printed)
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html"):
         assert (tmp_path / "lb" / name).is_file()
     # a rerun finds every step done: no new compression, no new record
