@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.files import sha256_file, sha256_tree, write_json
+from core.files import naming_write_failures, sha256_file, sha256_tree, write_json
 from tasks.audio import load_audio
 from tasks.corpora.manifest import CHECKSUMS
 from upstreams.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # compact and transformers directories alike
@@ -224,7 +224,9 @@ class FeatureCache:
         for path, identity, duration in zip(wav_paths, identities, durations, strict=True):
             unique.setdefault(identity, (path, float(duration)))
         start = time.perf_counter()
-        self._extract(spec, key, unique, build_upstream(), device, batch_seconds, description)
+        module = build_upstream()
+        with naming_write_failures(self.entry_dir(key), hint="free some space there, or give another --cache"):
+            self._extract(spec, key, unique, module, device, batch_seconds, description)
         seconds = time.perf_counter() - start
         found = self.load(key)
         if found is None:
