@@ -103,6 +103,8 @@ def check_checkpoint(name: str, ckpt: str | None, trust: bool = False) -> None:
         return
     advice = "pass --trust-checkpoint if you trust its source (unpickling can run any code)"
     path = Path(ckpt).expanduser()
+    if not path.exists() and name.endswith("_local"):
+        raise FileNotFoundError(f"--ckpt {ckpt}: no such file or directory ({name} takes a local path)")
     if not path.exists():
         raise UnsafeCheckpointError(
             f"--ckpt {ckpt}: not a local file or directory, so it cannot be checked before s3prl's {name} "

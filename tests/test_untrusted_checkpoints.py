@@ -77,6 +77,9 @@ def test_a_ckpt_that_cannot_be_checked_first_needs_the_opt_in(caplog):
     with caplog.at_level(logging.ERROR):
         assert main(_evaluate("--upstream", "hubert_url", "--ckpt", "https://example.com/model.pt")) == 2
     assert "cannot be checked" in caplog.records[-1].getMessage()
+    with caplog.at_level(logging.ERROR):
+        assert main(_evaluate("--upstream", "hubert_local", "--ckpt", "typo/model")) == 2
+    assert "--ckpt typo/model: no such file or directory (hubert_local takes a local path)" in caplog.records[-1].getMessage()
 
 
 @pytest.mark.parametrize("name", ["Path", "FileLock", "load_and_convert_fairseq_ckpt"])
