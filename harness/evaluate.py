@@ -117,6 +117,8 @@ def check_checkpoint(name: str, ckpt: str | None, trust: bool = False) -> None:
             f"--ckpt {ckpt} does not load with torch.load(weights_only=True) ({err.reason}), and s3prl's {name} "
             f"may unpickle it; it was not opened: {advice}"
         ) from None
+    except ValueError as err:  # neither safetensors nor a torch.save file: nothing tells what loading it runs
+        raise ValueError(f"--ckpt: {err}; it could not be checked, so s3prl's {name} was not given it: {advice}") from None
 
 
 def build_upstream(name: str, ckpt: str | None) -> nn.Module:

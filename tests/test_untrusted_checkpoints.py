@@ -73,7 +73,11 @@ def test_safe_files_pass_and_trust_skips_the_check(evil, tmp_path):
     assert not marker.exists()
 
 
-def test_a_ckpt_that_cannot_be_checked_first_needs_the_opt_in(caplog):
+def test_a_ckpt_that_cannot_be_checked_first_needs_the_opt_in(tmp_path, caplog):
+    (tmp_path / "model.bin").write_bytes(b"not a checkpoint format torch or safetensors knows")
+    with caplog.at_level(logging.ERROR):
+        assert main(_evaluate("--upstream", "hubert_local", "--ckpt", str(tmp_path / "model.bin"))) == 2
+    assert "could not be checked" in caplog.records[-1].getMessage() and "--trust-checkpoint" in caplog.records[-1].getMessage()
     with caplog.at_level(logging.ERROR):
         assert main(_evaluate("--upstream", "hubert_url", "--ckpt", "https://example.com/model.pt")) == 2
     assert "cannot be checked" in caplog.records[-1].getMessage()
