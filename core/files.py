@@ -84,7 +84,7 @@ def naming_write_failures(path: str | os.PathLike, hint: str = "") -> Iterator[N
 def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
 
-    Use it for writers that want a file name (``soundfile.write``, ``torch.save``).
+    Use it for writers that want a file name (``soundfile.write``, ``safetensors.save_file``).
     ``fsync=False`` skips flushing to disk before the rename: still never half-written if the
     process dies, but not safe against a power cut. For many small files that are checksummed.
     The file gets the usual permissions (0666 less the umask), whatever the writer did. A failed
