@@ -39,6 +39,7 @@ processes writing records into the same directory never overwrite each other.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.files import write_json
+from core.files import WriteError, write_json, write_or_rescue
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,27 @@ REQUIRED = {
 }  # fmt: skip
 #: Sections after the required ones, in the order they are written.
 SECTIONS = ("seeds", "timing", "device", "git", "versions", "platform", "hostname")
+
+
+_NUMBER = (int, float, type(None))
+_TEXT = (str, type(None))
+#: Optional fields readers use, with the JSON types they may have (null: absent): a record whose
+#: fields have other shapes is refused on reading, naming its file, instead of failing a reader later.
+OPTIONAL_FIELDS = {
+    **{("upstream", key): _NUMBER for key in (
+        "params", "macs", "input_seconds", "macs_per_second", "latency_s", "real_time_factor",
+        "num_layers", "hidden_size", "downsample_rate")},
+    ("upstream", "ckpt"): _TEXT, ("upstream", "ckpt_sha256"): _TEXT, ("upstream", "cost_source"): _TEXT,
+    ("upstream", "compression"): (dict, type(None)), ("upstream", "checkpoint_metadata"): (dict, type(None)),
+    ("upstream", "compression", "method"): _TEXT, ("upstream", "compression", "teacher"): _TEXT,
+    ("upstream", "compression", "sparsity"): _NUMBER, ("upstream", "compression", "kept_layers"): _NUMBER,
+    ("corpus", "name"): _TEXT, ("corpus", "fingerprint"): _TEXT, ("corpus", "root"): _TEXT,
+    ("config", "preset"): _TEXT, ("seeds",): (dict, type(None)), ("seeds", "train"): (int, type(None)),
+    ("command",): _TEXT, ("per_utterance",): (dict, type(None)),
+}  # fmt: skip
+
+
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "an object", type(None): "null"}
 
 
 class RecordError(ValueError):
@@ -180,6 +202,7 @@ class Record:
             raise RecordError(f"{where}: bad task, main_score or upstream section ({type(err).__name__}: {err})") from None
         if not isinstance(upstream_name, str):
             raise RecordError(f"{where}: upstream.name must be a string, got {upstream_name!r}")
+        _check_fields(data, where)
         known = {*REQUIRED, *SECTIONS}
         return cls(
             record_version=version,
@@ -265,6 +288,25 @@ class Record:
         return value
 
 
+def _check_fields(data: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`RecordError` naming ``where`` and the field when a field has the wrong shape."""
+    for path, kinds in OPTIONAL_FIELDS.items():
+        value: Any = data
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if not isinstance(value, kinds) or isinstance(value, bool) and kinds is _NUMBER:
+            wanted = " or ".join(dict.fromkeys(_JSON_NAMES[k] for k in kinds if kinds is not _NUMBER or k is not int))
+            raise RecordError(f"{where}: {'.'.join(path)} must be {wanted}, got {value!r:.60}; fix or remove the file")
+    for split, values in data["metrics"].items():
+        if not isinstance(values, Mapping) or not all(isinstance(v, _NUMBER) for v in values.values()):
+            raise RecordError(f"{where}: metrics.{split} must map metric names to numbers, got {values!r:.60}; fix or remove the file")
+    counts = data.get("per_utterance")
+    if counts:
+        lists = [counts.get(key) for key in ("ids", "numerator", "denominator")]
+        if not all(isinstance(v, list) for v in lists) or len({len(v) for v in lists}) != 1:
+            raise RecordError(f"{where}: per_utterance must hold lists ids, numerator, denominator of one length; fix or remove the file")
+
+
 def identity(record: Record) -> RecordIdentity:
     """The evaluation ``record`` is a result of (see :class:`RecordIdentity`)."""
     return RecordIdentity(
@@ -279,15 +321,22 @@ def identity(record: Record) -> RecordIdentity:
 
 
 def write_record(record: Record, directory: str | os.PathLike) -> Path:
-    """Write ``record`` atomically as ``<upstream>__<task>__<UTC time>__<random>.json``; returns the path."""
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"records directory {directory} is a file; give a directory")
+    """Write ``record`` atomically as ``<upstream>__<task>__<UTC time>__<random>.json``; returns the path.
+
+    Raises:
+        core.files.WriteError: ``directory`` cannot be written (a file, a full disk, ...); the record
+            was then saved under the system's temporary directory, and the message says where.
+    """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     name = f"{_safe(record.upstream['name'])}__{_safe(record.task.name)}__{stamp}__{uuid.uuid4().hex[:8]}.json"
-    path = directory / name
-    write_json(path, record.to_dict())
-    return path
+
+    def write(target: Path) -> Path:
+        if target.exists() and not target.is_dir():
+            raise WriteError(f"cannot write into records directory {target}: it is a file; give a directory", errno.ENOTDIR)
+        write_json(target / name, record.to_dict())
+        return target / name
+
+    return write_or_rescue(write, directory, "record")
 
 
 def load_record(path: str | os.PathLike) -> Record:

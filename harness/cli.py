@@ -10,6 +10,8 @@ import importlib
 import logging
 import sys
 
+from core.files import FULL_DISK_ERRNOS, WriteError, write_error
+
 COMMANDS = ["run", "corpus", "pretrain", "compress", "evaluate", "leaderboard"]  # harness/commands/<name>.py, in --help order
 
 
@@ -38,11 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         logging.getLogger("harness").error("interrupted; finished steps are kept and a rerun resumes")
         return 130
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        # Bad input: one clear line, no traceback (use -v to see it).
-        logging.getLogger("harness").debug("traceback", exc_info=True)
-        logging.getLogger("harness").error("%s", err)
-        return 2
+    except (ValueError, FileNotFoundError, KeyError, WriteError) as err:
+        # Bad input, or an output that cannot be written: one clear line, no traceback (use -v to see it).
+        return _one_line(err)
+    except OSError as err:
+        if err.errno not in FULL_DISK_ERRNOS:
+            raise
+        return _one_line(write_error(err.filename or "an output file", err))
+
+
+def _one_line(err: BaseException) -> int:
+    logging.getLogger("harness").debug("traceback", exc_info=True)
+    logging.getLogger("harness").error("%s", err)
+    return 2
 
 
 if __name__ == "__main__":

@@ -51,11 +51,21 @@ COST_FIELDS = ("params", "macs", "input_seconds", "macs_per_second", "latency_s"
 
 
 def known_upstreams() -> list[str]:
+    """The upstream entries of ``s3prl.hub`` (ours included): what ``s3prl.hub.options()`` lists, less
+    what is no entry at all (classes such as ``Path``, s3prl's conversion helpers)."""
+    import inspect
+
     from s3prl import hub
 
     import upstreams  # noqa: F401 - its import registers pruned_hubert, ... in s3prl.hub (upstreams/__init__.py)
 
-    return sorted(hub.options())
+    def is_entry(name: str) -> bool:
+        value = getattr(hub, name)
+        module = getattr(value, "__module__", "") or ""
+        helper = module.startswith("s3prl.") and not module.endswith(".hubconf")
+        return inspect.isfunction(value) and not helper
+
+    return sorted(name for name in hub.options() if is_entry(name))
 
 
 def check_upstream_name(name: str) -> None:
@@ -69,8 +79,53 @@ def check_upstream_name(name: str) -> None:
         raise UnknownNameError(f"unknown upstream {name!r}.{hint} Known upstreams: {', '.join(known)}.")
 
 
+def check_checkpoint(name: str, ckpt: str | None, trust: bool = False) -> None:
+    """Refuse to hand ``ckpt`` to s3prl's entry ``name`` unless it loads without running code.
+
+    s3prl's own builders may unpickle a checkpoint (``torch.load(weights_only=False)``), so a file
+    (or every weights file of a directory) must load as safetensors or with ``weights_only=True``
+    first; a checkpoint that is no local path (a URL) cannot be checked before the entry downloads
+    and opens it. ``trust`` (``--trust-checkpoint``) skips the check. Our own entries
+    (``pruned_*``) never unpickle; for them, what loading would refuse (a missing, damaged or
+    other-family checkpoint) is raised here, before any work.
+    """
+    from upstreams.importers import check_local_path
+    from upstreams.s3prl_hub import ENTRIES, check_entry_checkpoint
+    from upstreams.safe_load import UnsafeCheckpointError
+    from upstreams.safe_load import check_checkpoint as check_safe
+
+    if ckpt is not None:
+        check_local_path(ckpt, "--ckpt")
+    if name in ENTRIES:
+        check_entry_checkpoint(name, ckpt)
+        return
+    if ckpt is None or trust:
+        return
+    advice = "pass --trust-checkpoint if you trust its source (unpickling can run any code)"
+    path = Path(ckpt).expanduser()
+    if not path.exists() and name.endswith("_local"):
+        raise FileNotFoundError(f"--ckpt {ckpt}: no such file or directory ({name} takes a local path)")
+    if not path.exists():
+        raise UnsafeCheckpointError(
+            f"--ckpt {ckpt}: not a local file or directory, so it cannot be checked before s3prl's {name} "
+            f"fetches and opens it; download it and give the local path, or {advice}"
+        )
+    try:
+        check_safe(path)
+    except UnsafeCheckpointError as err:
+        raise UnsafeCheckpointError(
+            f"--ckpt {ckpt} does not load with torch.load(weights_only=True) ({err.reason}), and s3prl's {name} "
+            f"may unpickle it; it was not opened: {advice}"
+        ) from None
+    except ValueError as err:  # neither safetensors nor a torch.save file: nothing tells what loading it runs
+        raise ValueError(f"--ckpt: {err}; it could not be checked, so s3prl's {name} was not given it: {advice}") from None
+
+
 def build_upstream(name: str, ckpt: str | None) -> nn.Module:
-    """An ``s3prl.nn.S3PRLUpstream`` for hub entry ``name`` (local checkpoint ``ckpt`` if given), frozen."""
+    """An ``s3prl.nn.S3PRLUpstream`` for hub entry ``name`` (local checkpoint ``ckpt`` if given), frozen.
+
+    The engine checks ``ckpt`` first (:func:`check_checkpoint`, in :func:`setup`).
+    """
     from s3prl.nn import S3PRLUpstream
 
     check_upstream_name(name)
@@ -288,6 +343,7 @@ def setup(config: EvaluateConfig) -> Session:
     for name in config.tasks:  # unknown names and presets fail before any work
         get_task(name).preset(config.preset)
     check_upstream_name(config.upstream)
+    check_checkpoint(config.upstream, config.ckpt, config.trust_checkpoint)
     device = resolve_device(config.device)
     spec = UpstreamSpec(config.upstream, config.ckpt, checkpoint_hash(config.ckpt), config.extract_dtype)
     cache = FeatureCache(config.cache_dir)

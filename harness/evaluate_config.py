@@ -29,3 +29,4 @@ class EvaluateConfig:
     extract_dtype: str = "float32"
     extract_batch_seconds: float = 64.0
     command: str | None = None  # the command line, kept in the records
+    trust_checkpoint: bool = False  # let s3prl's own entries open a --ckpt that does not load safely

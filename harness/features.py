@@ -41,15 +41,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.files import sha256_file, sha256_tree, write_json
+from core.files import naming_write_failures, sha256_file, sha256_tree, write_json
 from tasks.audio import load_audio
 from tasks.corpora.manifest import CHECKSUMS
 from upstreams.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # compact and transformers directories alike
+from upstreams.importers import check_local_path
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: frames past a shorter item's length repeat its last valid frame
-CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".npz"}
 EXTRACT_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -103,11 +103,8 @@ def checkpoint_hash(ckpt: str | os.PathLike | None) -> str | None:
                 digest.update(bytes.fromhex(sha256_file(path / name)))
             return digest.hexdigest()
         return sha256_tree(path)
-    text = str(ckpt)
-    looks_local = text.startswith(("/", ".", "~")) or path.suffix in CHECKPOINT_SUFFIXES or text.count("/") > 1
-    if looks_local and ":" not in text:
-        raise FileNotFoundError(f"--ckpt {ckpt}: no such file or directory")
-    return "name:" + hashlib.sha256(text.encode()).hexdigest()
+    check_local_path(str(ckpt), "--ckpt")
+    return "name:" + hashlib.sha256(str(ckpt).encode()).hexdigest()
 
 
 def read_checksums(corpus_root: str | os.PathLike) -> dict[str, str]:
@@ -224,7 +221,9 @@ class FeatureCache:
         for path, identity, duration in zip(wav_paths, identities, durations, strict=True):
             unique.setdefault(identity, (path, float(duration)))
         start = time.perf_counter()
-        self._extract(spec, key, unique, build_upstream(), device, batch_seconds, description)
+        module = build_upstream()
+        with naming_write_failures(self.entry_dir(key), hint="free some space there, or give another --cache"):
+            self._extract(spec, key, unique, module, device, batch_seconds, description)
         seconds = time.perf_counter() - start
         found = self.load(key)
         if found is None:

@@ -21,8 +21,12 @@ the CPU threads: compressions start first and each compressed model's evaluation
 as its checkpoint exists, while the references are evaluated beside them. The result does not
 depend on the number of jobs (every step is seeded on its own).
 
-A failure in one method or one evaluation is logged with its cause and the pipeline goes on; the
-run ends with a list of what failed and a non-zero exit code, and keeps everything that worked.
+Every option, name, output directory, the teacher and each compression's options are checked
+before any work (:func:`check_config`), and the teacher is converted first: a run that cannot
+finish says so at once. A failure in one method or one evaluation is logged with its cause and the
+pipeline goes on; the run ends with a list of what failed and a non-zero exit code, and keeps
+everything that worked (a record or checkpoint whose directory cannot be written is saved under the
+system's temporary directory, and the failure says where).
 """
 
 from __future__ import annotations
@@ -87,28 +91,13 @@ class Candidate:
 
 def run(config: RunConfig) -> int:
     """Run the pipeline; returns 0 when every step worked, 1 when some failed (the rest is kept)."""
-    from harness.evaluate import check_upstream_name
     from tasks.corpora.resolve import resolve_corpus
-    from tasks.registry import get_task
 
-    for name in config.methods:
-        METHODS.get(name)  # unknown names fail before any work, with the known ones listed
-    for name in config.tasks:
-        get_task(name)
-    check_upstream_name(config.upstream)
-    if config.jobs < 1:
-        raise ValueError(f"--jobs {config.jobs}: give 1 or more parallel workers")
-    from harness.commands import check_directories
-
-    check_directories(out=config.out, records=config.records_dir, leaderboard=config.leaderboard_dir, cache=config.cache_dir)
+    check_config(config)
+    # every step needs the teacher: a teacher that cannot be read (or fetched) ends the run here
+    references = [Candidate("fbank", FBANK, None), Candidate("teacher", config.upstream, str(_teacher_checkpoint(config)))]
     corpus = resolve_corpus(config.corpus)
     failures: list[str] = []
-
-    references = [Candidate("fbank", FBANK, None)]
-    try:
-        references.append(Candidate("teacher", config.upstream, str(_teacher_checkpoint(config))))
-    except Exception as err:  # noqa: BLE001 - reported, and the other steps go on
-        failures.append(_failed("teacher conversion", err))
     compressions, compressed = [], []
     teacher_hash = _teacher_hash(config)
     for job in _compression_jobs(config):
@@ -141,6 +130,41 @@ def run(config: RunConfig) -> int:
         logger.error("%d step(s) failed; everything else is kept:\n  %s", len(failures), "\n  ".join(failures))
         return 1
     return 0
+
+
+def check_config(config: RunConfig) -> None:
+    """Refuse, before any work, everything the run would refuse later: names (methods, tasks,
+    upstream entry), numbers, the device, the output directories, the teacher and every
+    compression's options."""
+    from core.registry import UnknownNameError
+    from harness.commands import check_directories
+    from harness.devices import resolve_device
+    from tasks.registry import get_task
+    from upstreams.importers import check_source
+    from upstreams.s3prl_hub import ENTRIES, entry_family
+
+    if not config.methods or not config.tasks:
+        raise ValueError("--methods and --tasks must each name at least one")
+    for name in config.methods:
+        METHODS.get(name)  # unknown names fail before any work, with the known ones listed
+    for name in config.tasks:
+        get_task(name).preset(config.preset)
+    if config.upstream not in ENTRIES:
+        raise UnknownNameError(
+            f"--upstream {config.upstream!r}: harness run evaluates its compact checkpoints through one of "
+            f"{', '.join(sorted(ENTRIES))}"
+        )
+    if config.jobs < 1:
+        raise ValueError(f"--jobs {config.jobs}: give 1 or more parallel workers")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1, got {config.max_steps}")
+    if config.sparsities is not None and not all(0 < s < 1 for s in config.sparsities):
+        raise ValueError(f"--sparsity {config.sparsities}: every level must be between 0 and 1 (exclusive)")
+    resolve_device(config.device)
+    check_directories(out=config.out, records=config.records_dir, leaderboard=config.leaderboard_dir, cache=config.cache_dir)
+    teacher = check_source(config.teacher, "--teacher", family=entry_family(config.upstream))
+    for job in _compression_jobs(config):
+        METHODS.get(job.method).check(config.preset, {"seed": config.seed, **job.options}, teacher)
 
 
 def _candidates(config: RunConfig, checkpoints: list[Path]) -> list[Candidate]:
@@ -268,7 +292,7 @@ def _teacher_hash(config: RunConfig) -> str | None:
     try:
         return checkpoint_hash(config.teacher)
     except FileNotFoundError:
-        return None  # the teacher conversion reports it
+        return None  # a missing local path; check_config refuses it before this
 
 
 def _check_same_teacher(out: Path, teacher_hash: str | None) -> None:
@@ -388,8 +412,8 @@ def _publish(config: RunConfig, corpus: Path) -> None:
         logger.error("no records in %s: nothing to put on the leaderboard", config.records_dir)
         return
     tables = build_leaderboard(records, config.benchmark(corpus))
+    print(to_markdown(tables, config.command))  # noqa: T201 - the leaderboard is this command's output (first: it is shown even if writing fails)
     write_leaderboard(tables, config.leaderboard_dir, command=config.command)
-    print(to_markdown(tables, config.command))  # noqa: T201 - the leaderboard is this command's output
     logger.info("leaderboard written to %s", os.fspath(config.leaderboard_dir))
 
 

@@ -43,6 +43,25 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.frames), int(info.channels)
 
 
+#: Sample formats that can hold NaN or infinite values (integer PCM, FLAC and the like cannot).
+FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
+
+
+def check_finite(path: str | os.PathLike, block_frames: int = 1 << 16) -> None:
+    """Raise :class:`AudioError` if a floating-point file holds NaN or infinite samples. Integer
+    formats cannot, so only their header is read; float files are read block by block."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        if sf.info(str(path)).subtype not in FLOAT_SUBTYPES:
+            return
+        for block in sf.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True):
+            if not np.isfinite(block).all():
+                raise AudioError(f"{path}: contains NaN or infinite samples; the file is corrupt")
+    except _READ_ERRORS as err:
+        raise AudioError(f"{path}: unreadable audio ({err}); re-encode it as 16 kHz mono WAV or FLAC") from err
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Read a file as a mono float32 waveform at ``sample_rate``.
 

@@ -162,10 +162,10 @@ def test_write_manifest_failing_mid_write_keeps_old_file_and_leaves_no_temp(tmp_
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["train.csv"]
-    assert len(read_manifest(tmp_path, "sid", "train")) == 3
+    assert len(read_manifest(tmp_path, "sid", "train", resolve=False)) == 3  # the wavs are not made here
 
     write_manifest(_manifest_rows(5), tmp_path, "sid", "train")  # a successful rewrite replaces it whole
-    assert len(read_manifest(tmp_path, "sid", "train")) == 5
+    assert len(read_manifest(tmp_path, "sid", "train", resolve=False)) == 5
     assert sorted(p.name for p in path.parent.iterdir()) == ["train.csv"]
 
 

@@ -80,3 +80,33 @@ def test_identity_tells_evaluations_apart():
     assert identity(make()) != identity(make(task="slu"))
     assert identity(make()) != identity(make(preset="paper"))
     assert identity(make()).section == ("synthspeech", "f00d", "demo")
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "message"),
+    [
+        ("upstream", "params", "big", "upstream.params must be a number or null, got 'big'"),
+        ("config", "preset", ["demo"], "config.preset must be a string or null"),
+        ("upstream", "compression", "dphubert", "upstream.compression must be an object or null"),
+        ("metrics", "test", [50.0], "metrics.test must map metric names to numbers"),
+        ("seeds", "train", "0", "seeds.train must be an integer or null"),
+        ("per_utterance", "ids", ["u1"], "per_utterance must hold lists ids, numerator, denominator of one length"),
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_refused_naming_its_file_and_field(section, field, value, message, tmp_path, caplog):
+    import logging
+
+    from harness.cli import main
+
+    data = make().to_dict()
+    data.setdefault(section, {})[field] = value
+    write_record(make(upstream="hubert"), tmp_path)
+    path = tmp_path / "zz-edited.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(RecordError, match=message) as error:
+        load_record(path)
+    assert str(path) in str(error.value)
+    # the leaderboard skips it with that warning instead of failing on it later, without the file's name
+    with caplog.at_level(logging.WARNING):
+        assert main(["leaderboard", "--records", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert f"skipping {path}: {message}" in caplog.text

@@ -343,10 +343,16 @@ def dphubert_state(reference, family: str) -> dict:
     return state
 
 
-@pytest.mark.parametrize("family", ["hubert", "wavlm"])
-def test_dphubert_pruned_checkpoint_matches_masked_model(family, tmp_path):
-    """A DPHuBERT checkpoint with pruned conv channels, heads, FFN units and a removed attention block."""
+def pruned_dphubert_file(family: str, kept_heads: list[list[int]], path, without_position_bias: bool = False):
+    """A DPHuBERT checkpoint at ``path`` with pruned conv channels, FFN units and heads (a layer with
+    none loses its attention block), and the unpruned model masked the same way. With
+    ``without_position_bias`` the reference's relative position table is zero, so the masked model
+    attends without a bias, as DPHuBERT's code runs a WavLM whose layer-0 attention (holding the
+    table) is gone."""
     reference, params = small_torchaudio_model(family, layer_norm_first=False)
+    if without_position_bias:
+        with torch.no_grad():
+            reference.encoder.transformer.layers[0].attention.rel_attn_embed.weight.zero_()
     unpruned = from_torchaudio_model(reference, family)
     state = dphubert_state(reference, family)
     generator = torch.Generator().manual_seed(0)
@@ -360,12 +366,12 @@ def test_dphubert_pruned_checkpoint_matches_masked_model(family, tmp_path):
     dummy = 0.5 + torch.rand(16, generator=generator)  # DPHuBERT's soft mask of the last conv layer
     state["feature_extractor.dummy_weight"] = dummy
     masks["conv.6.channels"] = dummy
-    kept_heads = [[0, 2, 3], [], [1]]
     kept_units = [torch.arange(0, 48, 2), torch.arange(48), torch.arange(10, 40)]
     for layer in range(3):
         attention = f"encoder.transformer.layers.{layer}.attention"
-        if not kept_heads[layer]:
-            for key in [k for k in state if k.startswith(attention + ".") and "rel_attn_embed" not in k]:
+        if not kept_heads[layer]:  # DPHuBERT drops the block; the table with it only in the official layer 0
+            table = "rel_attn_embed" if layer else "no key has this name"
+            for key in [k for k in state if k.startswith(attention + ".") and table not in k]:
                 del state[key]
             masks[f"layer.{layer}.attention"] = torch.tensor(0.0)
         else:
@@ -403,18 +409,43 @@ def test_dphubert_pruned_checkpoint_matches_masked_model(family, tmp_path):
         )
     else:
         config.update(encoder_num_heads=[len(h) for h in kept_heads], encoder_head_dim=8)
-    path = tmp_path / "pruned_dphubert.pth"
     torch.save({"state_dict": state, "config": config, "distill_linear_projs": {}}, path)
+    unpruned.set_masks(masks)
+    return unpruned
 
+
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_dphubert_pruned_checkpoint_matches_masked_model(family, tmp_path):
+    """A DPHuBERT checkpoint with pruned conv channels, heads, FFN units and a removed attention block."""
+    path = tmp_path / "pruned_dphubert.pth"
+    unpruned = pruned_dphubert_file(family, [[0, 2, 3], [], [1]], path)
     model = load_upstream(path)
     assert model.config.family == family and model.config.num_heads == [3, 0, 1]
-    assert model.config.extractor_output_scale and model.config.conv_channels[2] == len(keep_channels)
-    unpruned.set_masks(masks)
+    assert model.config.extractor_output_scale and model.config.conv_channels[2] == 16 - 6
     waves = torch.randn(2, 10000)
     with torch.no_grad():
         expected, _ = unpruned(waves)
         states, _ = model(waves)
     assert_states_close(states, expected)
+
+
+def test_dphubert_wavlm_without_layer0_attention_runs_without_position_bias(tmp_path):
+    """The official code keeps WavLM's position table in layer 0's attention: with that block pruned
+    away the file has no table, and the model runs with no position bias in any layer."""
+    path = tmp_path / "pruned_dphubert.pth"
+    unpruned = pruned_dphubert_file("wavlm", [[], [0, 2, 3], [1]], path, without_position_bias=True)
+    model = load_upstream(path)
+    assert model.config.num_heads == [0, 3, 1] and model.config.relative_position_heads == 0
+    assert model.transformer.relative_position is None
+    waves = torch.randn(2, 10000)
+    with torch.no_grad():
+        expected, _ = unpruned(waves)
+        states, _ = model(waves)
+    assert_states_close(states, expected)
+    compact = tmp_path / "compact"
+    save_compact(model, compact)  # and it stays loadable as a compact checkpoint
+    with torch.no_grad():
+        assert_states_close(load_compact(compact)(waves)[0], states, atol=0)
 
 
 def test_dphubert_training_checkpoint_is_refused_with_advice(tmp_path):

@@ -116,7 +116,8 @@ def test_config_round_trip_and_validation():
     with pytest.raises(ValueError, match="ffn_dims"):
         config.replace(ffn_dims=[64] * 3)
     with pytest.raises(ValueError, match="relative_position_heads"):
-        config.replace(relative_position_heads=0)
+        config.replace(relative_position_heads=-1)
+    assert SpeechEncoder(config.replace(relative_position_heads=0)).transformer.relative_position is None  # no bias
     with pytest.raises(ValueError, match="family"):
         config.replace(family="bert")
     with pytest.raises(ValueError, match="use_attention"):

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from core.files import atomic_path, write_json
+from core.files import atomic_path, naming_write_failures, write_json, write_or_rescue
 from upstreams.config import EncoderConfig
 from upstreams.model import SpeechEncoder
 
@@ -65,27 +65,34 @@ def save_compact(model: SpeechEncoder, directory: str | Path, metadata: dict[str
         model: the encoder; masks must be folded first (``model.prune()``).
         directory: created if missing; existing files of the same names are replaced atomically.
         metadata: JSON-serialisable provenance (source checkpoint, method, ...), kept in config.json.
-    """
-    from safetensors.torch import save_file
 
+    Raises:
+        core.files.WriteError: ``directory`` cannot be written (a full disk, ...); the checkpoint was
+            then saved under the system's temporary directory, and the message says where.
+    """
     if model.masks():
         raise ValueError("the model has masks set; call model.prune() to fold them before saving")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "encoder": model.config.to_dict(),
+        "num_params": model.num_params(),
+        "metadata": metadata or {},
+    }
+    directory = write_or_rescue(lambda target: _write_compact(state, config, target), directory, "compact checkpoint")
+    logger.info("saved %s (%d parameters) to %s", model.config.describe(), model.num_params(), directory)
+    return directory
+
+
+def _write_compact(state: dict[str, torch.Tensor], config: dict[str, Any], directory: Path) -> Path:
+    from safetensors.torch import save_file
+
+    with naming_write_failures(directory):
+        directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
-    write_json(
-        directory / CONFIG_NAME,
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "encoder": model.config.to_dict(),
-            "num_params": model.num_params(),
-            "metadata": metadata or {},
-        },
-    )
-    logger.info("saved %s (%d parameters) to %s", model.config.describe(), model.num_params(), directory)
+    write_json(directory / CONFIG_NAME, config)
     return directory
 
 
@@ -112,24 +119,59 @@ def read_compact_config(directory: str | Path) -> tuple[EncoderConfig, dict[str,
     return config, data.get("metadata", {})
 
 
-def load_compact(
-    directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
-) -> SpeechEncoder:
-    """Rebuild the ``SpeechEncoder`` stored in a compact checkpoint directory (in eval mode)."""
-    from safetensors.torch import load_file
+def check_compact(directory: str | Path) -> EncoderConfig:
+    """Check a compact checkpoint without reading its weights: the config, the weights file's header,
+    and every tensor's name and shape against the config. Returns the config.
+
+    Raises:
+        FileNotFoundError: no config.json or no weights file.
+        ValueError: naming the file and what to do: damaged (e.g. truncated) weights, or weights of
+            another model than the config describes.
+    """
+    from safetensors import safe_open
 
     directory = Path(directory)
     config, _ = read_compact_config(directory)
     weights_path = directory / WEIGHTS_NAME
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} not found: the compact checkpoint has no weights")
-    model = SpeechEncoder(config, initialize=False)
-    state = load_file(str(weights_path), device=str(device))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            shapes = {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error type
         raise ValueError(
-            f"{weights_path} does not match {directory / CONFIG_NAME}: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
+            f"{weights_path} is damaged ({error}); it was probably cut short: copy or write the checkpoint again"
+        ) from None
+    with torch.device("meta"):  # shapes only, no memory
+        expected = {key: list(value.shape) for key, value in SpeechEncoder(config, initialize=False).state_dict().items()}
+    mismatched = sorted(key for key in expected.keys() & shapes.keys() if expected[key] != shapes[key])
+    missing, unexpected = sorted(expected.keys() - shapes.keys()), sorted(shapes.keys() - expected.keys())
+    if mismatched or missing or unexpected:
+        if mismatched:
+            name = mismatched[0]
+            detail = f"{name} is {shapes[name]} in the weights but {expected[name]} in the config ({len(mismatched)} tensor(s) differ)"
+        else:
+            detail = f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        raise ValueError(
+            f"{weights_path} does not match {directory / CONFIG_NAME}: {detail}; the two files are of different "
+            "models: write the checkpoint again"
         )
+    return config
+
+
+def load_compact(
+    directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> SpeechEncoder:
+    """Rebuild the ``SpeechEncoder`` stored in a compact checkpoint directory (in eval mode).
+
+    Checked first (:func:`check_compact`): a damaged or mismatched checkpoint raises ``ValueError``
+    naming its files.
+    """
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config = check_compact(directory)
+    model = SpeechEncoder(config, initialize=False)
+    model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(device)))
     model.to(device=device, dtype=dtype)
     return model.eval()

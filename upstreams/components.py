@@ -284,7 +284,8 @@ class SelfAttention(nn.Module):
             WavLM uses the indices to select gate inputs and relative position biases).
         head_dim: width of one head (64).
         dropout: attention-weight dropout (training only).
-        gated_relative_position: WavLM's gate on the relative position bias.
+        gated_relative_position: WavLM's gate on the relative position bias (applied when a bias is
+            given; a WavLM whose table was pruned away attends without one, as DPHuBERT's code does).
 
     A module with no heads is "bias only": its output is ``out_proj.bias`` at every frame.
     """
@@ -345,9 +346,7 @@ class SelfAttention(nn.Module):
         v = self.v_proj(x).view(shape).transpose(1, 2)
 
         attn_mask: Tensor | None = None
-        if self.gated_relative_position:
-            if position_bias is None:
-                raise ValueError("WavLM attention needs the relative position bias")
+        if self.gated_relative_position and position_bias is not None:  # None: a WavLM without the table
             attn_mask = self._gated_bias(x, position_bias)
         if key_padding_mask is not None:
             padded = key_padding_mask[:, None, None, :]

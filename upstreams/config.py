@@ -58,6 +58,8 @@ class EncoderConfig:
         pos_conv_kernel, pos_conv_groups: convolutional positional embedding (128, 16).
         num_buckets, max_distance, relative_position_heads: WavLM relative position bias table
             ``[num_buckets, relative_position_heads]`` (320, 800, original head count).
+            ``relative_position_heads=0``: a WavLM without the bias, as a DPHuBERT WavLM whose
+            layer-0 attention (which holds the table in the official code) was pruned away runs.
         mask_embedding: learned vector that replaces masked frames (HuBERT pretraining).
         layer_norm_eps: epsilon of every normalisation layer.
         dropout, attention_dropout, activation_dropout, projection_dropout: training-time dropout
@@ -168,13 +170,13 @@ class EncoderConfig:
         if self.embed_dim % self.pos_conv_groups:
             fail(f"embed_dim={self.embed_dim} is not divisible by pos_conv_groups={self.pos_conv_groups}")
         if self.family == "wavlm":
-            if self.relative_position_heads < 1:
-                fail("wavlm needs relative_position_heads (the original number of heads) >= 1")
+            if self.relative_position_heads < 0:
+                fail("wavlm needs relative_position_heads >= 0 (the original number of heads; 0: no position bias)")
             if self.embed_dim % self.head_dim:
                 fail(
                     "wavlm needs embed_dim divisible by head_dim (the gate reads one head_dim slice per head)"
                 )
-            slices = min(self.relative_position_heads, self.embed_dim // self.head_dim)
+            slices = min(self.relative_position_heads or self.embed_dim, self.embed_dim // self.head_dim)
             for layer, ids in enumerate(self.attention_heads):
                 if ids and max(ids) >= slices:
                     fail(f"attention_heads[{layer}] has head index {max(ids)} >= {slices} original heads")

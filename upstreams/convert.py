@@ -21,6 +21,16 @@ WEIGHT_NORM = [  # the positional conv's weight norm, old (weight_g/v) and new (
 ]
 
 
+def check_family(family: str | None, wavlm: bool, source: str) -> str | None:
+    """``family`` unless it contradicts what the file holds (WavLM or not), which raises ``ValueError``
+    naming the entry to use; HuBERT and wav2vec 2.0 files cannot be told apart, so either is taken."""
+    if family is None or (family == "wavlm") == wavlm:
+        return family
+    held, use = ("WavLM", "pruned_wavlm (family 'wavlm')") if wavlm else (
+        "HuBERT / wav2vec 2.0", "pruned_hubert or pruned_wav2vec2 (family 'hubert' or 'wav2vec2')")
+    raise ValueError(f"{source} holds a {held} model, not {family}: load it with {use}")
+
+
 def rename_keys(
     state: Mapping[str, Tensor], rules: list[Rename], ignore: str, source: str
 ) -> dict[str, Tensor]:

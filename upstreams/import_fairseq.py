@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from upstreams.config import EncoderConfig
-from upstreams.convert import WEIGHT_NORM, Rename, rename_keys
+from upstreams.convert import WEIGHT_NORM, Rename, check_family, rename_keys
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +104,10 @@ def convert_fairseq(
         }
         w2v_args = _plain(model_cfg.get("w2v_args") or {})
         model_cfg = _plain(w2v_args.get("model", w2v_args)) or model_cfg
+    wavlm = bool(model_cfg.get("relative_position_embedding")) or any("relative_attention_bias" in k for k in state)
+    family = check_family(family, wavlm, source)
     if family is None:
-        if model_cfg.get("relative_position_embedding") or any("relative_attention_bias" in k for k in state):
+        if wavlm:
             family = "wavlm"
         elif model_cfg.get("_name") in ("hubert", "wav2vec2"):
             family = model_cfg["_name"]

@@ -2,7 +2,10 @@
 
 DPHuBERT (github pyf98/DPHuBERT) builds on torchaudio's components, so its ``{state_dict, config}``
 files use torchaudio's parameter names and ``wav2vec2_model`` keyword arguments, extended with
-per-layer lists for the pruned sizes.
+per-layer lists for the pruned sizes. In the official code WavLM's relative position table belongs to
+layer 0's attention; a DPHuBERT WavLM whose layer-0 attention was pruned entirely has no table and
+runs without a position bias in every layer, and so does the model it is imported as
+(``relative_position_heads=0``).
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def convert_torchaudio(
         pos_conv_groups=params.get("encoder_pos_conv_groups", 16),
         num_buckets=params.get("encoder_num_buckets", 320),
         max_distance=params.get("encoder_max_distance", 800),
-        relative_position_heads=total[0] if family == "wavlm" else 0,
+        relative_position_heads=total[0] if family == "wavlm" and _has_position_table(state) else 0,
         mask_embedding=False,
         dropout=params.get("encoder_dropout", 0.1),
         attention_dropout=params.get("encoder_attention_dropout", 0.1),
@@ -130,9 +133,17 @@ def convert_torchaudio(
         projection_dropout=params.get("encoder_projection_dropout", 0.1),
         layer_drop=params.get("encoder_layer_drop", 0.0),
     )
-    if family == "wavlm" and not any(key.endswith("rel_attn_embed.weight") for key in state):
-        raise ValueError(f"{source}: WavLM checkpoint without a relative position table (rel_attn_embed)")
+    if family == "wavlm" and not _has_position_table(state):
+        if head_ids[0]:
+            raise ValueError(f"{source}: WavLM checkpoint without a relative position table (rel_attn_embed)")
+        # DPHuBERT pruned layer 0's attention, which holds the table, entirely: its code then computes
+        # no position bias at all, and neither does the model built here
+        logger.info("%s: layer 0's attention was pruned away with WavLM's position table; no position bias", source)
     return config, rename_keys(state, _TORCHAUDIO_RULES, r"^(aux\.|normalize)", source)
+
+
+def _has_position_table(state: Mapping[str, Tensor]) -> bool:
+    return any(key.endswith("rel_attn_embed.weight") for key in state)
 
 
 def _torchaudio_family(model_or_name: str) -> str:

@@ -25,8 +25,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from upstreams.checkpoint import is_compact_checkpoint, load_compact
-from upstreams.convert import build_encoder
+from upstreams.checkpoint import check_compact, is_compact_checkpoint, load_compact
+from upstreams.config import EncoderConfig
+from upstreams.convert import build_encoder, check_family
 from upstreams.import_fairseq import convert_fairseq, parse_conv_layers
 from upstreams.import_torchaudio import convert_torchaudio, from_torchaudio_bundle, from_torchaudio_model
 from upstreams.import_transformers import convert_transformers, from_transformers, from_transformers_model
@@ -66,9 +67,8 @@ def from_checkpoint_file(path: str | Path, family: str | None = None) -> SpeechE
         and "encoder_num_layers" in checkpoint["config"]
     ):
         params = checkpoint["config"]
-        if family is None:
-            wavlm = "encoder_remaining_heads" in params or "encoder_num_buckets" in params
-            family = "wavlm" if wavlm else "hubert"
+        wavlm = any(key in params for key in ("encoder_remaining_heads", "encoder_total_num_heads", "encoder_num_buckets"))
+        family = check_family(family, wavlm, f"{path} (a DPHuBERT checkpoint)") or ("wavlm" if wavlm else "hubert")
         config, state = convert_torchaudio(params, checkpoint["state_dict"], family, str(path))
     elif "model_weight" in checkpoint or (
         "model" in checkpoint and ("cfg" in checkpoint or "args" in checkpoint)
@@ -82,6 +82,56 @@ def from_checkpoint_file(path: str | Path, family: str | None = None) -> SpeechE
             "A bare state dict has no architecture: save it with its config."
         )
     return build_encoder(config, state, str(path))
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a source is meant as a local path rather than a hub name (``org/name``), a
+    ``torchaudio:``/``arch:`` name or a URL: it starts with ``.``, ``/`` or ``~``, holds a backslash
+    or more than one ``/``, ends in a checkpoint suffix, or its first folder exists here
+    (``runs/typo`` when ``runs/`` exists)."""
+    if text.startswith(("torchaudio:", *_ARCHITECTURE_PREFIXES)) or "://" in text:
+        return False
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
+        return True
+    if Path(text).suffix in _FILE_SUFFIXES:
+        return True
+    return "/" in text and Path(text.split("/", 1)[0]).expanduser().is_dir()
+
+
+def check_local_path(text: str | Path, option: str) -> None:
+    """Raise ``FileNotFoundError`` naming ``option`` when ``text`` looks like a local path
+    (:func:`looks_like_path`) that does not exist: a mistyped path is never taken for a hub name."""
+    text = str(text)
+    if looks_like_path(text) and not Path(text).expanduser().exists():
+        raise FileNotFoundError(
+            f"{option} {text}: no such file or directory (checkpoint not found; check the path, a Hugging Face "
+            "hub name is ORG/NAME)"
+        )
+
+
+def check_source(source: str | Path, option: str, family: str | None = None) -> EncoderConfig | None:
+    """Check a ``--teacher`` or ``--ckpt`` before any work, raising the error loading it would raise;
+    returns its architecture when it is local (None for hub names and ``torchaudio:`` bundles, which
+    are checked when they are fetched).
+
+    A path-like source must exist; a compact checkpoint is checked without reading its weights
+    (:func:`~upstreams.checkpoint.check_compact`), another local checkpoint is loaded. With
+    ``family``, a model of another family is refused.
+    """
+    text = str(source)
+    check_local_path(text, option)
+    path = Path(text).expanduser()
+    if text.startswith(_ARCHITECTURE_PREFIXES):
+        config = load_upstream(text).config
+    elif not path.exists():
+        return None
+    elif is_compact_checkpoint(path):
+        config = check_compact(path)
+    else:
+        config = load_upstream(path, family=family).config
+    if family is not None and config.family != family:
+        raise ValueError(f"{option} {text} holds a {config.family} model, not {family}: use pruned_{config.family} for it")
+    return config
 
 
 def load_upstream(
@@ -122,13 +172,10 @@ def load_upstream(
                 f"{path}: a bare safetensors file has no architecture; pass its directory with config.json"
             )
         model = from_checkpoint_file(path, family)
-    elif (
-        re.fullmatch(r"[\w.-]+/[\w.-]+", text)
-        and not text.startswith((".", "~"))
-        and path.suffix not in _FILE_SUFFIXES
-    ):
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not looks_like_path(text):
         model = from_transformers(text)
     else:
+        check_local_path(text, "checkpoint")
         raise FileNotFoundError(
             f"upstream {text!r} not found: give a checkpoint directory or file, a Hugging Face hub name "
             "(org/name), torchaudio:BUNDLE or arch:NAME"

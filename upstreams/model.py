@@ -98,7 +98,7 @@ def _build_transformer(config: EncoderConfig) -> Transformer:
             )
         )
     relative_position = None
-    if config.family == "wavlm":
+    if config.family == "wavlm" and config.relative_position_heads:
         relative_position = RelativePositionBias(
             config.num_buckets, config.max_distance, config.relative_position_heads
         )

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
-from upstreams.importers import load_upstream
+from upstreams.importers import check_source, load_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,23 @@ ENTRIES = {
     for family in FAMILIES
     for suffix in ("", "_local")
 }
+
+
+def check_entry_checkpoint(entry: str, ckpt: str | None) -> None:
+    """Raise, before any work, what entry ``entry`` would raise for ``ckpt``: no checkpoint, a
+    missing path, a damaged checkpoint or one of another family (:func:`upstreams.importers.check_source`)."""
+    if not ckpt:
+        raise ValueError(f"{entry} needs a checkpoint (--ckpt CKPT_DIR)")
+    if entry.endswith("_local") and not Path(ckpt).expanduser().exists():
+        raise FileNotFoundError(f"--ckpt {ckpt}: no such file or directory ({entry} takes a local path)")
+    check_source(ckpt, "--ckpt", family=entry_family(entry))
+
+
+def entry_family(entry: str) -> str:
+    """The family entry ``entry`` (``pruned_wavlm_local``, ...) serves (``wavlm``)."""
+    if entry not in ENTRIES:
+        raise KeyError(f"{entry!r} is not one of our s3prl entries ({', '.join(sorted(ENTRIES))})")
+    return entry.removeprefix("pruned_").removesuffix("_local")
 
 
 def register(hub=None) -> list[str]:

@@ -16,12 +16,20 @@ def set_torch_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def check_directories(**options: Path) -> None:
-    """Refuse, before any work, an output option that names an existing file instead of a directory
-    (``check_directories(records=path)`` names ``--records`` in the error)."""
+def check_directories(**options: Path | str) -> None:
+    """Refuse, before any work, an output option that is not a writable directory (or one that can
+    be created): ``check_directories(records=path)`` names ``--records`` in the error."""
+    import os
+
     for option, path in options.items():
+        flag, path = f"--{option.replace('_', '-')}", Path(path)
         if path.exists() and not path.is_dir():
-            raise ValueError(f"--{option.replace('_', '-')} {path}: this is a file; give a directory (it is created if missing)")
+            raise ValueError(f"{flag} {path}: this is a file; give a directory (it is created if missing)")
+        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise ValueError(f"{flag} {path}: {existing} is a file, so the directory cannot be created; give another path")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {path}: {existing} is not writable; give a directory you can write to")
 
 
 def defaulted(config_class: type, name: str, help: str) -> dict:

@@ -66,19 +66,27 @@ def method_options(args: argparse.Namespace) -> dict:
     own = set(groups.get(args.method, ()))
     foreign = sorted(given - own)
     if foreign:
-        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        owners = {name: method for method, names in groups.items() for name in names}
+        flags = ", ".join(f"--{name.replace('_', '-')} (an option of --method {owners[name]})" for name in foreign)
         raise ValueError(f"--method {args.method} does not take {flags}")
     return {"seed": args.seed, **{name: getattr(args, name) for name in sorted(given & own)}}
 
 
 def _run(args: argparse.Namespace) -> int:
     from core.paths import EMBEDDED_TEACHER
+    from harness.commands import check_directories
+    from harness.devices import resolve_device
     from tasks.corpora.resolve import resolve_corpus
+    from upstreams.importers import check_source
 
-    compress = METHODS.get(args.method).compress
+    method = METHODS.get(args.method)
     options = method_options(args)
     teacher = args.teacher or str(EMBEDDED_TEACHER)
+    # every option, the output and the teacher are checked before any work (corpus generation, scoring, training)
+    resolve_device(args.device)
+    check_directories(out=args.out)
+    method.check(args.preset, options, check_source(teacher, "--teacher"))
     logger.debug("%s options: %s", args.method, options)
-    out = compress(teacher, args.out, corpus=resolve_corpus(args.corpus), preset=args.preset, device=args.device, **options)
+    out = method.compress(teacher, args.out, corpus=resolve_corpus(args.corpus), preset=args.preset, device=args.device, **options)
     logger.info("compact checkpoint written to %s", out)
     return 0

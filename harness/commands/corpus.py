@@ -46,7 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from harness.commands import check_directories
     from tasks.corpora.synth import synthesize_corpus
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers} (leave it out for one per CPU core)")
+    check_directories(out=args.out)
 
     root = synthesize_corpus(args.out, preset=args.size, seed=args.seed, workers=args.workers)
     logger.info("SynthSpeech ready at %s", root)
@@ -54,7 +59,11 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from harness.commands import check_directories
     from tasks.corpora import PREPARERS
+
+    PREPARERS.get(args.name)  # an unknown name lists the known ones
+    check_directories(out=args.out)
 
     root = PREPARERS.get(args.name)(args.root, args.out, skip_bad=args.skip_bad)
     logger.info("%s manifests ready at %s", args.name, root)

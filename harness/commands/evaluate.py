@@ -44,6 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--upstream", required=True, help="s3prl hub entry, e.g. fbank, hubert, pruned_hubert")
     parser.add_argument("--ckpt", default=None, help="checkpoint file or directory passed to the upstream entry")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="let one of s3prl's own entries open a --ckpt that does not load as safetensors or with "
+                        "torch.load(weights_only=True); unpickling it can run any code, so only for files you trust "
+                        "(pruned_* entries never unpickle)")
     tasks = ",".join(get_benchmark(DEFAULT_BENCHMARK).tasks)
     parser.add_argument("--tasks", default=tasks, help=f"comma-separated tasks (default: {tasks}, the tasks of {DEFAULT_BENCHMARK})")
     parser.add_argument("--corpus", default=DEFAULT_CORPUS, help=f"corpus to evaluate on (default: {DEFAULT_CORPUS}; see below)")
@@ -68,6 +72,8 @@ def command_line(args: argparse.Namespace) -> str:
              "--preset", args.preset, "--seed", str(args.seed)]  # fmt: skip
     if args.ckpt:
         words += ["--ckpt", args.ckpt]
+    if args.trust_checkpoint:
+        words.append("--trust-checkpoint")
     if args.lr_sweep:
         words.append("--lr-sweep")
     if args.max_steps is not None:
@@ -78,17 +84,23 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.evaluate import check_upstream_name, evaluate
+    from harness.devices import resolve_device
+    from harness.evaluate import check_checkpoint, check_upstream_name, evaluate
     from tasks.registry import get_task
 
+    # every option is checked before any work (corpus generation, model loading, extraction)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise ValueError("--tasks is empty; give a comma-separated list such as asr,pr,sid,slu")
     for name in tasks:  # fail on a typo before generating corpora or loading models
-        get_task(name)
+        get_task(name).preset(args.preset)
     check_upstream_name(args.upstream)
+    check_checkpoint(args.upstream, args.ckpt, args.trust_checkpoint)
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if not args.extract_batch_seconds > 0:
+        raise ValueError(f"--extract-batch-seconds must be > 0, got {args.extract_batch_seconds:g}")
+    resolve_device(args.device)
     check_directories(records=args.records, cache=args.cache)
     set_torch_threads(args.threads)
     config = EvaluateConfig(
@@ -106,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         extract_dtype=args.extract_dtype,
         extract_batch_seconds=args.extract_batch_seconds,
         command=command_line(args),
+        trust_checkpoint=args.trust_checkpoint,
     )
     paths = evaluate(config)
     for path in paths:

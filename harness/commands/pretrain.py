@@ -34,8 +34,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from harness.commands import check_directories
+    from harness.devices import resolve_device
     from harness.pretrain import command_line, pretrain
 
+    # every option is checked before any work
+    if args.recipe not in PRESETS:
+        raise ValueError(f"--recipe {args.recipe!r}: choose one of {', '.join(PRESETS)}")
+    if args.steps and min(args.steps) < 1:
+        raise ValueError(f"--steps {' '.join(map(str, args.steps))}: give two step counts >= 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    resolve_device(args.device)
+    check_directories(out=args.out)
     set_torch_threads(args.threads)
     overrides = {}
     if args.steps:

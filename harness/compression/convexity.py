@@ -35,15 +35,15 @@ from harness.compression.convexity_options import (
     DEFAULT_DEPTHS,
     DEFAULT_LABELS,
     DEFAULT_RULE,
-    DEPTHS,
     LABEL_TYPES,
     MAX_POINTS,
+    check_options,
     parse_labels,
 )
 from harness.compression.convexity_plot import plot_convexity
 from harness.compression.graph_convexity import ConvexityConfig, graph_convexity_per_layer
 from harness.compression.layer_scores import block_influence, linear_probe_per_layer
-from harness.compression.layer_selection import RULES, select_layers
+from harness.compression.layer_selection import select_layers
 from harness.devices import resolve_device
 from tasks.audio import load_audio
 from tasks.corpora.manifest import SPLITS, ManifestError, parse_alignment, read_manifest
@@ -199,20 +199,12 @@ def compress_convexity(
     from upstreams import load_upstream
 
     out = Path(out)
-    if preset not in MAX_POINTS:
-        raise ValueError(f"unknown convexity preset {preset!r}; choose one of {', '.join(MAX_POINTS)}")
+    check_options(preset, {"labels": labels, "rule": rule, "depths": depths, "max_points": max_points,
+                           "finetune": finetune, "finetune_steps": finetune_steps})  # before any scoring, not after it
     max_points = max_points or MAX_POINTS[preset]
     label_types = parse_labels(labels)
-    if rule not in RULES:  # before any scoring, not after it
-        raise ValueError(f"--rule {rule!r}: choose one of {', '.join(RULES)}")
-    if depths not in DEPTHS:
-        raise ValueError(f"--depths {depths!r}: choose one of {', '.join(DEPTHS)}")
     if finetune is not None:
-        if depths != "rule":
-            raise ValueError("--finetune fine-tunes the rule's depth: give --depths rule (the default) with it")
         check_task_data(finetune, corpus, preset)  # fail before the scoring, not after
-    elif finetune_steps is not None:
-        raise ValueError("--finetune-steps needs --finetune TASK")
     torch_device = torch.device(resolve_device(device))
     model = load_upstream(teacher)
     started = time.perf_counter()

@@ -34,6 +34,34 @@ def parse_labels(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def check_options(preset: str, options: dict, teacher=None) -> None:
+    """Refuse, before any work, what ``compress_convexity`` would refuse of its options
+    (``teacher``, its EncoderConfig when known, is not needed here). The corpus-dependent check of
+    ``finetune`` (its manifests) is made by the recipe, still before any scoring."""
+    if preset not in MAX_POINTS:
+        raise ValueError(f"unknown convexity preset {preset!r}; choose one of {', '.join(MAX_POINTS)}")
+    parse_labels(options.get("labels") or DEFAULT_LABELS)
+    rule, depths = options.get("rule") or DEFAULT_RULE, options.get("depths") or DEFAULT_DEPTHS
+    if rule not in RULES:
+        raise ValueError(f"--rule {rule!r}: choose one of {', '.join(RULES)}")
+    if depths not in DEPTHS:
+        raise ValueError(f"--depths {depths!r}: choose one of {', '.join(DEPTHS)}")
+    max_points = options.get("max_points")
+    if max_points is not None and max_points < 2:
+        raise ValueError(f"--max-points must be >= 2 (segments to compare), got {max_points}")
+    finetune, steps = options.get("finetune"), options.get("finetune_steps")
+    if finetune is not None:
+        from tasks.registry import get_task
+
+        get_task(finetune)  # an unknown task name lists the known ones
+        if depths != "rule":
+            raise ValueError("--finetune fine-tunes the rule's depth: give --depths rule (the default) with it")
+    elif steps is not None:
+        raise ValueError("--finetune-steps needs --finetune TASK")
+    if steps is not None and steps < 1:
+        raise ValueError(f"--finetune-steps must be >= 1, got {steps}")
+
+
 def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
     """Add the convexity options to ``parser``; returns their destinations (``compress_convexity``'s keywords)."""
     add = parser.add_argument

@@ -54,6 +54,10 @@ class DPHuBERTConfig:
             raise ValueError("--batch-seconds and --crop-seconds must be at least 0.05 s")
         if self.save_every < 1:
             raise ValueError("--save-every must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if self.distill_layers is not None and (not self.distill_layers or min(self.distill_layers) < 0):
+            raise ValueError(f"--distill-layers {self.distill_layers}: give hidden-state indices >= 0")
         unknown = sorted(set(self.prune or ()) - set(UNIT_KINDS))
         if unknown:
             raise ValueError(f"--prune: unknown structures {unknown}; choose from {', '.join(UNIT_KINDS)}")
@@ -85,6 +89,16 @@ def resolve_config(preset: str, sparsity: float, options: dict) -> DPHuBERTConfi
     config = dataclasses.replace(PRESETS[preset], sparsity=sparsity, **overrides)
     config.validate()
     return config
+
+
+def check_options(preset: str, options: dict, teacher=None) -> None:
+    """Refuse, before any work, what ``compress_dphubert`` would refuse of its options; with
+    ``teacher`` (its EncoderConfig), also hidden states it does not have."""
+    sparsity = options.get("sparsity")
+    rest = {key: value for key, value in options.items() if key != "sparsity"}
+    config = resolve_config(preset, DPHuBERTConfig.sparsity if sparsity is None else sparsity, rest)
+    if teacher is not None and config.distill_layers and max(config.distill_layers) > teacher.num_layers:
+        raise ValueError(f"--distill-layers {config.distill_layers}: the teacher has hidden states 0..{teacher.num_layers}")
 
 
 def _int_list(text: str) -> list[int]:
@@ -130,6 +144,8 @@ def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
             help="also gate whole attention and FFN blocks (the paper's recipe does not)"),
         add("--save-every", type=int, default=None,
             help=f"steps between resume points (paper {paper.save_every}, demo {demo.save_every})"),
-        add("--threads", type=int, default=None, help=f"torch CPU threads (demo {demo.threads}; paper: torch's default)"),
+        add("--threads", type=int, default=None,
+            help=f"--method dphubert only: torch CPU threads (demo {demo.threads}; paper: torch's default); "
+            "convexity runs with torch's default"),
     ]  # fmt: skip
     return [action.dest for action in actions]

@@ -57,6 +57,8 @@ class Method:
         sweep_sparsities: ``(teacher spec) -> sparsities`` of those sizes, computed from the teacher
             without compressing it.
         help: one line for ``--help``.
+        check_options: ``(preset, options, teacher config or None)``: raises what ``compress`` would
+            refuse of its options, before any work (torch-free).
     """
 
     name: str
@@ -68,6 +70,15 @@ class Method:
     sweep_option: str | None = None
     sweep_sparsities: Callable[[str], list[float]] | None = None
     help: str = ""
+    check_options: Callable[[str, dict, object], None] | None = None
+
+    def check(self, preset: str, options: dict, teacher=None) -> None:
+        """Refuse, before any work, a schedule or options that ``compress`` would refuse
+        (``teacher``: the teacher's EncoderConfig when known)."""
+        if preset not in self.schedules:
+            raise ValueError(f"--method {self.name} has no schedule {preset!r}; choose one of {', '.join(self.schedules)}")
+        if self.check_options is not None:
+            self.check_options(preset, options, teacher)
 
     @property
     def compress(self) -> Callable:
@@ -122,6 +133,18 @@ def _dphubert_arguments(group: argparse._ActionsContainer) -> list[str]:
     return add_arguments(group)
 
 
+def _convexity_check(preset: str, options: dict, teacher=None) -> None:
+    from harness.compression.convexity_options import check_options
+
+    check_options(preset, options, teacher)
+
+
+def _dphubert_check(preset: str, options: dict, teacher=None) -> None:
+    from harness.compression.dphubert_options import check_options
+
+    check_options(preset, options, teacher)
+
+
 def _convexity_depth_sparsities(teacher: str) -> list[float]:
     from harness.compression.convexity import depth_sparsities
 
@@ -137,11 +160,11 @@ def _dphubert_default_sparsity() -> float:
 METHODS: Registry[Method] = Registry("compression method")
 METHODS.register("convexity", Method(
     "convexity", "harness.compression.convexity:compress_convexity", _convexity_arguments,
-    sweep_option="depths", sweep_sparsities=_convexity_depth_sparsities,
+    sweep_option="depths", sweep_sparsities=_convexity_depth_sparsities, check_options=_convexity_check,
     help="layer pruning: keep the layers up to where graph convexity of the labels peaks (or plateaus)",
 ))  # fmt: skip
 METHODS.register("dphubert", Method(
     "dphubert", "harness.compression.dphubert:compress_dphubert", _dphubert_arguments,
-    target_option="sparsity", default_target=_dphubert_default_sparsity(),
+    target_option="sparsity", default_target=_dphubert_default_sparsity(), check_options=_dphubert_check,
     help="joint distillation and structured pruning (heads, FFN units, conv channels) to a target sparsity",
 ))  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from tasks.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, audio_info
+from tasks.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, audio_info, check_finite
 from tasks.corpora.manifest import (
     BASE_COLUMNS,
     CORPUS_INFO,
@@ -95,7 +95,8 @@ def layout_error(corpus: str, root: str | os.PathLike, missing: str, expected: s
 
 def check_audio(utterances: Sequence[Utterance], corpus: str) -> tuple[list[Utterance], list[BadFile]]:
     """Read each file's header: fill in durations, and set aside missing, unreadable, empty and
-    too-short files (shorter than :data:`tasks.audio.MIN_SAMPLES` at 16 kHz).
+    too-short files (shorter than :data:`tasks.audio.MIN_SAMPLES` at 16 kHz), and floating-point
+    files with NaN or infinite samples (their samples are read; integer formats cannot hold those).
 
     Returns:
         the usable utterances (in order) and the bad files.
@@ -104,6 +105,7 @@ def check_audio(utterances: Sequence[Utterance], corpus: str) -> tuple[list[Utte
     for utt in tqdm(utterances, desc=f"{corpus}: checking audio", unit="file", disable=None, mininterval=1.0):
         try:
             rate, frames, _ = audio_info(utt.path)
+            check_finite(utt.path)
         except AudioError as err:
             bad.append(BadFile(Path(utt.path), str(err).removeprefix(f"{utt.path}: ")))
             continue

@@ -117,6 +117,8 @@ def synthesize_corpus(out: str | os.PathLike, preset: str = DEFAULT_SIZE, seed: 
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown SynthSpeech preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers} (None: one per CPU core)")
     root = Path(out)
     params = {"preset": preset, "seed": seed, "format_version": FORMAT_VERSION, **PRESETS[preset].params()}
     if _reuse_complete(root, params):

@@ -21,7 +21,7 @@ import scipy.signal
 import soundfile as sf
 
 from core.audio import SAMPLE_RATE
-from core.files import atomic_path, sha256_file
+from core.files import atomic_path, sha256_file, write_error
 from tasks.corpora.alignment import format_alignment
 from tasks.corpora.espeak import Synthesis, VoiceSettings, get_espeak
 
@@ -156,29 +156,42 @@ def synthesize_in_fork(args: tuple[Job, str]) -> dict:
     _prepare_worker()  # before forking, so children start from the same state
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: make the file, send the row, exit without running parent cleanup
+    if pid == 0:  # child: make the file, send the row (or the error), exit without running parent cleanup
         os.close(read_fd)
         status = 1
         try:
-            payload = json.dumps(_render_to_file(*args)).encode()
+            try:
+                message = {"row": _render_to_file(*args)}
+            except Exception as error:  # noqa: BLE001 - sent to the parent, which raises it
+                message = {"error": f"{type(error).__name__}: {error}", "errno": getattr(error, "errno", None)}
             with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(payload)
-            status = 0
+                pipe.write(json.dumps(message).encode())
+            status = 0 if "row" in message else 1
         finally:
             os._exit(status)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         payload = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not payload:
-        raise RuntimeError(f"synthesising {args[0].id} ({args[0].text!r}) failed in a child process")
-    return json.loads(payload)
+    os.waitpid(pid, 0)
+    message = json.loads(payload) if payload else {"error": "the process died without a word", "errno": None}
+    if "row" in message:
+        return message["row"]
+    job, root = args
+    if message["errno"] is not None:  # a failed write (a full disk, ...): name the file and what to do
+        error = write_error(Path(root) / _wav_name(job), OSError(message["errno"], message["error"]))
+        if error is not None:
+            raise error
+    raise RuntimeError(f"synthesising {job.id} ({job.text!r}) failed in a child process: {message['error']}")
+
+
+def _wav_name(job: Job) -> str:
+    return f"wavs/{job.speaker.id}/{job.id}.wav"
 
 
 def _render_to_file(job: Job, root: str) -> dict:
     """Render a job, write its wav atomically, return its manifest row."""
     audio, phones, words = render(job)
-    rel = f"wavs/{job.speaker.id}/{job.id}.wav"
+    rel = _wav_name(job)
     with atomic_path(Path(root) / rel, fsync=False) as tmp:  # checksummed, and logged only once renamed
         sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return {
