@@ -15,6 +15,8 @@ one of two ways, and says which:
 
 ``harness run --budgets matched`` sweeps every sweeping method and gives every targeting method
 each swept size (plus its own default), so rows of different methods share parameter budgets.
+``harness run`` without ``--methods`` runs the methods declared ``in_default_run`` (those that fit
+the main command's time budget on a CPU).
 
 A compress function writes either one compact checkpoint in ``out`` or, in a sweep, one per size in
 subfolders of ``out`` listed by ``out/checkpoints.json`` (written last); see :func:`finished_checkpoints`.
@@ -57,6 +59,7 @@ class Method:
         sweep_sparsities: ``(teacher spec) -> sparsities`` of those sizes, computed from the teacher
             without compressing it.
         help: one line for ``--help``.
+        in_default_run: whether ``harness run`` runs it when no ``--methods`` are given.
     """
 
     name: str
@@ -68,6 +71,7 @@ class Method:
     sweep_option: str | None = None
     sweep_sparsities: Callable[[str], list[float]] | None = None
     help: str = ""
+    in_default_run: bool = True
 
     @property
     def compress(self) -> Callable:
@@ -110,6 +114,11 @@ def matched_targets(methods: list[Method], teacher: str, extra: list[float] | No
     return sorted(swept | set(own))
 
 
+def default_run_methods() -> list[str]:
+    """The methods ``harness run`` runs when no ``--methods`` are given (``Method.in_default_run``)."""
+    return [name for name in METHODS.names() if METHODS.get(name).in_default_run]
+
+
 def _convexity_arguments(group: argparse._ActionsContainer) -> list[str]:
     from harness.compression.convexity_options import add_arguments
 
@@ -118,6 +127,12 @@ def _convexity_arguments(group: argparse._ActionsContainer) -> list[str]:
 
 def _dphubert_arguments(group: argparse._ActionsContainer) -> list[str]:
     from harness.compression.dphubert_options import add_arguments
+
+    return add_arguments(group)
+
+
+def _distill_arguments(group: argparse._ActionsContainer) -> list[str]:
+    from harness.compression.distill_options import add_arguments
 
     return add_arguments(group)
 
@@ -144,4 +159,9 @@ METHODS.register("dphubert", Method(
     "dphubert", "harness.compression.dphubert:compress_dphubert", _dphubert_arguments,
     target_option="sparsity", default_target=_dphubert_default_sparsity(),
     help="joint distillation and structured pruning (heads, FFN units, conv channels) to a target sparsity",
+))  # fmt: skip
+METHODS.register("distill", Method(
+    "distill", "harness.compression.distill:compress_distill", _distill_arguments,
+    target_option="sparsity", default_target=_dphubert_default_sparsity(), in_default_run=False,
+    help="distillation into a fixed student of the target size (DistilHuBERT's recipe), on DPHuBERT's schedule",
 ))  # fmt: skip
