@@ -137,6 +137,12 @@ def _distill_arguments(group: argparse._ActionsContainer) -> list[str]:
     return add_arguments(group)
 
 
+def _convexity_dphubert_arguments(group: argparse._ActionsContainer) -> list[str]:
+    from harness.compression.convexity_dphubert_options import add_arguments
+
+    return add_arguments(group)
+
+
 def _convexity_depth_sparsities(teacher: str) -> list[float]:
     from harness.compression.convexity import depth_sparsities
 
@@ -164,4 +170,10 @@ METHODS.register("distill", Method(
     "distill", "harness.compression.distill:compress_distill", _distill_arguments,
     target_option="sparsity", default_target=_dphubert_default_sparsity(), in_default_run=False,
     help="distillation into a fixed student of the target size (DistilHuBERT's recipe), on DPHuBERT's schedule",
+))  # fmt: skip
+METHODS.register("convexity_dphubert", Method(
+    "convexity_dphubert", "harness.compression.convexity_dphubert:compress_convexity_dphubert",
+    _convexity_dphubert_arguments, target_option="sparsity", default_target=_dphubert_default_sparsity(),
+    in_default_run=False,
+    help="convexity chooses the depth, DPHuBERT prunes inside the kept layers to a sparsity of the whole teacher",
 ))  # fmt: skip
