@@ -201,8 +201,8 @@ def prune_and_distill(
     config, runtime, work, generator = run.config, run.runtime, run.work, run.generator
     budget = round((1.0 - config.sparsity) * teacher_params)
     audio, probe = corpus_audio(corpus, teacher, config, runtime.device)
-    logger.info("DPHuBERT: teacher %s (%d parameters), target sparsity %.3f (%d parameters), distilling states %s",
-                teacher.config.describe(), teacher_params, config.sparsity, budget, layers)  # fmt: skip
+    logger.info("DPHuBERT: pruning %s (%d parameters) to sparsity %.3f of %d parameters (%d parameters), distilling states %s",
+                teacher.config.describe(), teacher.num_params(), config.sparsity, teacher_params, budget, layers)  # fmt: skip
     stage1, *stage2 = Stage.schedule(config, prune=True, target_from=target_from)
 
     # ---- stage 1: distil + prune
