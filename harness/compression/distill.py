@@ -222,6 +222,9 @@ def compress_distill(
     check_layers(layers, teacher_model)
     audio, _ = corpus_audio(corpus, teacher_model, config, run.runtime.device)
     encoder = student_from_teacher(build_student(teacher_model, depth, heads, units), config.student_dropout)
+    sized = student_params(first_layers(teacher_model.config, depth), heads, units)
+    if encoder.num_params() != sized:
+        raise RuntimeError(f"the student has {encoder.num_params()} parameters, its sizing said {sized}")
     student = DistillStudent(encoder, layers, sources=sources, loss=prediction_loss if loss == "prediction" else distill_loss)
     student.to(run.runtime.device)
     logger.info("distill: teacher %s (%d parameters), budget %d (sparsity %.3f): student %s (%d parameters); "
