@@ -121,8 +121,8 @@ def checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
     return info
 
 
-#: What a record copies of a compression's size (for budgets and labels): convexity adds its depth
-#: and whether the rule picked it.
+#: What a record copies of a compression's size (for budgets and labels): the methods that change
+#: the depth (convexity, convexity_dphubert, distill) add it, convexity whether the rule picked it.
 SIZE_FIELDS = ("achieved_sparsity", "params", "teacher_params", "kept_layers", "teacher_layers", "selected")
 
 

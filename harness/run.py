@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.paths import CACHE_DIR, EMBEDDED_TEACHER, LEADERBOARD_DIR, RECORDS_DIR, RUN_OUT_DIR
-from harness.compression.methods import METHODS, finished_checkpoints, matched_targets
+from harness.compression.methods import METHODS, default_run_methods, finished_checkpoints, matched_targets
 from harness.devices import DEFAULT_DEVICE
 from tasks.benchmarks import FBANK, Benchmark
 from tasks.corpora.resolve import DEFAULT_CORPUS
@@ -52,7 +52,7 @@ class RunConfig:
 
     upstream: str = "pruned_hubert"
     tasks: list[str] = field(default_factory=lambda: ["asr", "sid"])
-    methods: list[str] = field(default_factory=METHODS.names)
+    methods: list[str] = field(default_factory=default_run_methods)  # those declared in_default_run
     teacher: str = str(EMBEDDED_TEACHER)
     corpus: str = DEFAULT_CORPUS
     preset: str = DEFAULT_SCHEDULE

@@ -1,7 +1,7 @@
 """Pieces every training recipe here shares: device and distributed set-up, the learning-rate
 schedule, resumable training state, and audio batches cut from a corpus.
 
-Recipes (``harness/pretrain.py``, ``harness/compression/dphubert.py``) stay flat and readable;
+Recipes (``harness/pretrain.py``, ``harness/compression/distillation.py`` and its users) stay flat and readable;
 what they have in common lives here once.
 """
 

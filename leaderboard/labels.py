@@ -3,8 +3,11 @@
 A row is one upstream checkpoint (name, compression method, teacher, sparsity, checkpoint hash).
 Its kind says what it is to the score: ``fbank`` (the zero point), ``teacher`` (an uncompressed
 upstream that a compressed row of the table was made from), ``uncompressed`` (another reference
-upstream) or ``compressed``. Convexity rows also show their depth (``5/6 layers``) and, when the
-record says so (``compression.selected``), that the depth is the convexity rule's own pick.
+upstream) or ``compressed``. Rows of the methods that change the depth show it, from the
+compression's ``kept_layers`` and ``teacher_layers``: convexity (``5/6 layers``, and, when the
+record says so (``compression.selected``), that the depth is the convexity rule's own pick), the
+convexity-guided DPHuBERT (``convexity_dphubert, 4/6 layers``: the depth convexity chose, pruned
+inside) and the fixed student of ``distill`` (``distill, 2/6 layers``: its depth).
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ def _depth_text(row: Mapping[str, Any]) -> str | None:
 
 def method_cell(row: Mapping[str, Any]) -> str | None:
     """The method column of a row: ``none (teacher)``, ``none (FBANK, zero point)``,
-    ``convexity, 3/6 layers (rule's pick)``; the bare method of a row :func:`describe` has not seen."""
+    ``convexity, 3/6 layers (rule's pick)``, ``convexity_dphubert, 4/6 layers``, ``dphubert``; the bare
+    method of a row :func:`describe` has not seen."""
     kind, method = row.get("_kind"), present(row.get("method"))
     if kind == FBANK_KIND:
         return "none (FBANK, zero point)"

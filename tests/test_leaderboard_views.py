@@ -121,3 +121,12 @@ def test_rows_say_what_they_are_and_the_notes_name_reference_and_zero_point():
     assert "score zero point (= 0) on every task: fbank (FBANK, zero point)" in table.notes
     hubert = next(line for line in to_markdown([table]).splitlines() if line.startswith("| hubert "))
     assert "| none (teacher) " in hubert
+
+
+def test_the_depth_shows_for_every_method_that_changes_it():
+    (table,) = build_leaderboard([
+        *base(), record("p", 70, method="convexity_dphubert", params=3e6, kept=4),
+        record("p", 60, method="distill", params=2e6, kept=2), record("p", 50, method="dphubert", params=1e6),
+    ])  # fmt: skip
+    compressed = sorted(m for m in table.frame["method"] if not m.startswith("none"))
+    assert compressed == ["convexity_dphubert, 4/6 layers", "distill, 2/6 layers", "dphubert"]

@@ -147,3 +147,22 @@ def test_matched_budgets_give_every_depth_and_dphubert_at_each_size(synth_corpus
     before = sorted(p.name for p in (tmp_path / "records").iterdir())
     assert harness_main(argv) == 0
     assert sorted(p.name for p in (tmp_path / "records").iterdir()) == before
+
+
+def test_matched_budgets_give_every_targeting_method_a_job_at_each_matched_size(teacher):
+    names = ["convexity", "dphubert", "distill", "convexity_dphubert"]
+    jobs = pipeline._compression_jobs(pipeline.RunConfig(methods=names, budgets="matched", teacher=str(teacher)))
+    targets = methods.matched_targets([methods.METHODS.get(name) for name in names], str(teacher))
+    assert len(targets) == 4 and 0.75 in targets  # the 3 depths of the 4-layer teacher, and the default
+    by_method: dict[str, list] = {}
+    for job in jobs:
+        by_method.setdefault(job.method, []).append(job)
+    assert [job.options for job in by_method["convexity"]] == [{"depths": "all"}]
+    for name in ("dphubert", "distill", "convexity_dphubert"):
+        assert [job.options for job in by_method[name]] == [{"sparsity": t} for t in targets]
+        assert [job.out.name for job in by_method[name]] == [f"{name}-{t:g}" for t in targets]
+
+
+def test_the_main_command_runs_only_the_methods_declared_for_it():
+    assert pipeline.RunConfig().methods == ["convexity", "dphubert"]
+    assert [m for m in methods.METHODS.names() if not methods.METHODS.get(m).in_default_run] == ["convexity_dphubert", "distill"]

@@ -42,7 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--upstream", **defaulted(
         D, "upstream", "s3prl entry the compact models load as: pruned_hubert, pruned_wavlm or pruned_wav2vec2"))
     parser.add_argument("--tasks", **defaulted(D, "tasks", "comma-separated tasks: asr, pr, sid, slu"))
-    parser.add_argument("--methods", **defaulted(D, "methods", "compression methods, comma-separated; by default every registered one"))
+    others = ", ".join(name for name in METHODS.names() if not METHODS.get(name).in_default_run)
+    parser.add_argument("--methods", **defaulted(
+        D, "methods", "compression methods, comma-separated; by default those that fit the main command's time "
+        f"budget on a CPU (also registered: {others})"))
     parser.add_argument("--teacher", default=None,
                         help="compact dir, transformers dir or hub name, torchaudio:BUNDLE, fairseq .pt "
                         "(default: the embedded SynthSpeech HuBERT teacher)")

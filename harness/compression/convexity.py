@@ -152,6 +152,53 @@ def _frame_span(segment: Segment, num_frames: int) -> tuple[int, int]:
     return first, last
 
 
+@dataclass
+class LayerScores:
+    """Per label type, one score per hidden state: graph convexity (``curves``), linear-probe accuracy
+    and block influence (``probes``, ``influence``: empty when not asked for), and the segment counts."""
+
+    curves: dict[str, list[float]]
+    probes: dict[str, list[float]]
+    influence: dict[str, list[float]]
+    counts: dict[str, dict[str, int]]
+
+
+def score_layers(
+    model,
+    corpus: str | os.PathLike,
+    label_types: tuple[str, ...],
+    max_points: int,
+    seed: int,
+    device: torch.device,
+    probes: bool = True,
+) -> LayerScores:
+    """Score every hidden state of ``model`` on labelled segments of ``corpus``: graph convexity and,
+    with ``probes``, linear-probe accuracy and block influence. One forward pass per file serves
+    every label type. Raises ``ValueError`` when a label type has fewer than two usable classes."""
+    segments = {t: labelled_segments(corpus, t, max_points, seed) for t in label_types}
+    for label_type, chosen in segments.items():
+        classes = len({s.label for s in chosen})
+        if classes < 2:
+            raise ValueError(f"{corpus}: fewer than two {label_type} classes with two examples; cannot score convexity")
+        logger.info("%s: %d segments in %d classes", label_type, len(chosen), classes)
+    everything = [s for chosen in segments.values() for s in chosen]
+    pooled = pooled_hidden_states(model, everything, device)
+
+    scores = LayerScores({}, {}, {}, {})
+    offset = 0
+    for label_type, chosen in segments.items():
+        layers = [state[offset : offset + len(chosen)] for state in pooled]
+        offset += len(chosen)
+        names = [s.label for s in chosen]
+        results = graph_convexity_per_layer(layers, names, ConvexityConfig(seed=seed, device=str(device)))
+        scores.curves[label_type] = [round(float(r.score), 3) for r in results]
+        if probes:
+            scores.probes[label_type] = [round(float(a), 4) for a in linear_probe_per_layer(layers, names, seed=seed, max_iter=300)]
+            scores.influence[label_type] = [round(float(b), 5) for b in block_influence(layers)]
+        scores.counts[label_type] = {"segments": len(chosen), "classes": len(set(names))}
+    return scores
+
+
 def depth_sparsities(teacher: str) -> list[float]:
     """The sparsity of the teacher truncated to each depth 1 .. L-1 (what ``depths="all"`` writes)."""
     from upstreams import load_upstream
@@ -209,27 +256,8 @@ def compress_convexity(
     model = load_upstream(teacher)
     started = time.perf_counter()
 
-    segments = {t: labelled_segments(corpus, t, max_points, seed) for t in label_types}
-    for label_type, chosen in segments.items():
-        classes = len({s.label for s in chosen})
-        if classes < 2:
-            raise ValueError(f"{corpus}: fewer than two {label_type} classes with two examples; cannot score convexity")
-        logger.info("%s: %d segments in %d classes", label_type, len(chosen), classes)
-    # one forward pass per file serves every label type
-    everything = [s for chosen in segments.values() for s in chosen]
-    pooled = pooled_hidden_states(model, everything, torch_device)
-
-    curves, probes, influence, counts = {}, {}, {}, {}
-    offset = 0
-    for label_type, chosen in segments.items():
-        layers = [state[offset : offset + len(chosen)] for state in pooled]
-        offset += len(chosen)
-        names = [s.label for s in chosen]
-        results = graph_convexity_per_layer(layers, names, ConvexityConfig(seed=seed, device=str(torch_device)))
-        curves[label_type] = [round(float(r.score), 3) for r in results]
-        probes[label_type] = [round(float(a), 4) for a in linear_probe_per_layer(layers, names, seed=seed, max_iter=300)]
-        influence[label_type] = [round(float(b), 5) for b in block_influence(layers)]
-        counts[label_type] = {"segments": len(chosen), "classes": len(set(names))}
+    scores = score_layers(model, corpus, label_types, max_points, seed, torch_device)
+    curves, probes, influence, counts = scores.curves, scores.probes, scores.influence, scores.counts
 
     selection = select_layers(curves, rule)
     summary = {"method": "convexity", "teacher": str(teacher), "labels": list(label_types), "rule": rule,

@@ -62,19 +62,33 @@ def check_options(preset: str, options: dict, teacher=None) -> None:
         raise ValueError(f"--finetune-steps must be >= 1, got {steps}")
 
 
-def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
-    """Add the convexity options to ``parser``; returns their destinations (``compress_convexity``'s keywords)."""
+def add_scoring_arguments(parser: argparse._ActionsContainer) -> list[str]:
+    """The options that choose the depth from convexity curves (``--labels``, ``--rule``,
+    ``--max-points``), shared with the convexity-guided DPHuBERT; returns their destinations."""
     add = parser.add_argument
     points = ", ".join(f"{name} {n}" for name, n in MAX_POINTS.items())
     actions = [
         add("--labels", default=None,
-            help=f"{', '.join(LABEL_TYPES)} (comma-separated) or all (default: {DEFAULT_LABELS})"),
+            help=f"{', '.join(LABEL_TYPES)} (comma-separated) or all (default: {DEFAULT_LABELS}: the deepest "
+            "choice over the label types, so that each keeps the layers it needs)"),
         add("--rule", default=None, choices=RULES,
-            help=f"where the kept layers end: {' or '.join(RULES)} (default: {DEFAULT_RULE})"),
+            help=f"where the kept layers end: {' or '.join(RULES)} (default: {DEFAULT_RULE}, the convexity paper's: "
+            "keep the layers up to the curve's maximum)"),
+        add("--max-points", type=int, default=None,
+            help=f"labelled segments per label type (default: {points}; the paper samples up to 5000, the demo "
+            "keeps the scoring to about a minute on a CPU)"),
+    ]  # fmt: skip
+    return [action.dest for action in actions]
+
+
+def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
+    """Add the convexity options to ``parser``; returns their destinations (``compress_convexity``'s keywords)."""
+    add = parser.add_argument
+    scoring = add_scoring_arguments(parser)
+    actions = [
         add("--depths", default=None, choices=DEPTHS,
             help="rule: one compact checkpoint at the rule's depth in OUT; all: one per depth 1 .. L-1 in "
             f"OUT/layers-K, the rule's pick marked, for comparisons at equal size (default: {DEFAULT_DEPTHS})"),
-        add("--max-points", type=int, default=None, help=f"labelled segments per label type (default: {points})"),
         add("--finetune", default=None, metavar="TASK",
             help="then fine-tune the pruned model and, for comparison, the full teacher end to end with "
             "TASK's head (asr, pr, sid or slu); writes OUT/finetune-TASK.json (test metric, training "
@@ -82,4 +96,4 @@ def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
         add("--finetune-steps", type=int, default=None, metavar="N",
             help="override the fine-tuning schedule's steps (harness.compression.finetune.PRESETS)"),
     ]  # fmt: skip
-    return [action.dest for action in actions]
+    return scoring + [action.dest for action in actions]

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 UNIT_KINDS = ("conv", "heads", "ffn_units")
 
 
-
 @dataclass
 class DPHuBERTConfig:
     """Schedule and options of one DPHuBERT run (fractions are of the stage's steps)."""
@@ -101,7 +100,7 @@ def check_options(preset: str, options: dict, teacher=None) -> None:
         raise ValueError(f"--distill-layers {config.distill_layers}: the teacher has hidden states 0..{teacher.num_layers}")
 
 
-def _int_list(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
     try:
         return [int(item) for item in text.split(",")]
     except ValueError:
@@ -112,40 +111,61 @@ def _name_list(text: str) -> list[str]:
     return [item for item in text.split(",") if item]
 
 
-def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
-    """Add DPHuBERT's options to ``parser`` (a parser or an argument group).
+def add_schedule_arguments(
+    parser: argparse._ActionsContainer,
+    sparsity_help: str,
+    stage_help: tuple[str, str] = ("distill+prune steps", "final distillation steps of the pruned model"),
+) -> list[argparse.Action]:
+    """The options of DPHuBERT's schedule, which the methods compared with it at equal budgets share
+    (the target, both stages' steps and learning rates, the batches, the resume points, the threads).
+
+    ``sparsity_help`` and ``stage_help`` (what stage 1 and stage 2 do) say what they mean for the
+    method at hand; the defaults shown are the presets'.
+    """
+    add = parser.add_argument
+    paper, demo = PRESETS["paper"], PRESETS["demo"]
+    return [
+        add("--sparsity", type=float, default=None, help=sparsity_help),
+        add("--stage1-steps", type=int, default=None,
+            help=f"{stage_help[0]} (paper {paper.stage1_steps}, demo {demo.stage1_steps})"),
+        add("--stage2-steps", type=int, default=None,
+            help=f"{stage_help[1]} (paper {paper.stage2_steps}, demo {demo.stage2_steps})"),
+        add("--stage1-lr", type=float, default=None, help=f"peak learning rate of stage 1 (paper {paper.stage1_lr:g})"),
+        add("--stage2-lr", type=float, default=None, help=f"peak learning rate of stage 2 (paper {paper.stage2_lr:g})"),
+        add("--batch-seconds", type=float, default=None,
+            help=f"seconds of audio per batch and process (paper {paper.batch_seconds:g})"),
+        add("--crop-seconds", type=float, default=None, help=f"longest crop per utterance (paper {paper.crop_seconds:g})"),
+        add("--save-every", type=int, default=None,
+            help=f"steps between resume points (paper {paper.save_every}, demo {demo.save_every})"),
+        add("--threads", type=int, default=None, help=f"torch CPU threads of the distillation methods (dphubert, distill, convexity_dphubert; demo "
+            f"{demo.threads}, paper torch's default); convexity runs with torch's default"),
+    ]  # fmt: skip
+
+
+def add_arguments(
+    parser: argparse._ActionsContainer,
+    sparsity_help: str | None = None,
+    distill_layers_help: str = "hidden states to distil, e.g. 0,4,8,12 (default: 0 and every L/3-th)",
+) -> list[str]:
+    """Add DPHuBERT's options to ``parser`` (a parser or an argument group); a method that runs
+    DPHuBERT inside (the convexity-guided hybrid) words the target and the distilled states its way.
 
     Returns:
         The destinations of the added options (``sparsity``, ``stage1_steps``, ...), which are the
         keyword names ``compress_dphubert`` takes.
     """
     add = parser.add_argument
-    paper, demo = PRESETS["paper"], PRESETS["demo"]
+    paper = PRESETS["paper"]
+    sparsity_help = sparsity_help or f"fraction of the teacher's parameters to remove (default {DPHuBERTConfig.sparsity:g})"
     actions = [
-        add("--sparsity", type=float, default=None,
-            help=f"fraction of the teacher's parameters to remove (default {DPHuBERTConfig.sparsity:g})"),
-        add("--stage1-steps", type=int, default=None,
-            help=f"distill+prune steps (paper {paper.stage1_steps}, demo {demo.stage1_steps})"),
-        add("--stage2-steps", type=int, default=None,
-            help=f"final distillation steps of the pruned model (paper {paper.stage2_steps}, demo {demo.stage2_steps})"),
-        add("--stage1-lr", type=float, default=None, help=f"peak learning rate of stage 1 (paper {paper.stage1_lr:g})"),
-        add("--stage2-lr", type=float, default=None, help=f"peak learning rate of stage 2 (paper {paper.stage2_lr:g})"),
+        *add_schedule_arguments(parser, sparsity_help),
         add("--reg-lr", type=float, default=None,
             help=f"learning rate of the gates; the multipliers use minus this (paper {paper.reg_lr:g})"),
-        add("--batch-seconds", type=float, default=None,
-            help=f"seconds of audio per batch and process (paper {paper.batch_seconds:g})"),
-        add("--crop-seconds", type=float, default=None, help=f"longest crop per utterance (paper {paper.crop_seconds:g})"),
-        add("--distill-layers", type=_int_list, default=None,
-            help="hidden states to distil, e.g. 0,4,8,12 (default: 0 and every L/3-th)"),
+        add("--distill-layers", type=int_list, default=None, help=distill_layers_help),
         add("--prune", type=_name_list, default=None,
             help="structures to gate, from conv,heads,ffn_units (default: all three as in the paper; no conv for "
             "layer-norm extractors, whose pruning is not exact)"),
         add("--prune-blocks", action="store_const", const=True, default=None,
             help="also gate whole attention and FFN blocks (the paper's recipe does not)"),
-        add("--save-every", type=int, default=None,
-            help=f"steps between resume points (paper {paper.save_every}, demo {demo.save_every})"),
-        add("--threads", type=int, default=None,
-            help=f"--method dphubert only: torch CPU threads (demo {demo.threads}; paper: torch's default); "
-            "convexity runs with torch's default"),
     ]  # fmt: skip
     return [action.dest for action in actions]

@@ -15,6 +15,8 @@ one of two ways, and says which:
 
 ``harness run --budgets matched`` sweeps every sweeping method and gives every targeting method
 each swept size (plus its own default), so rows of different methods share parameter budgets.
+``harness run`` without ``--methods`` runs the methods declared ``in_default_run`` (those that fit
+the main command's time budget on a CPU).
 
 A compress function writes either one compact checkpoint in ``out`` or, in a sweep, one per size in
 subfolders of ``out`` listed by ``out/checkpoints.json`` (written last); see :func:`finished_checkpoints`.
@@ -59,6 +61,7 @@ class Method:
         help: one line for ``--help``.
         check_options: ``(preset, options, teacher config or None)``: raises what ``compress`` would
             refuse of its options, before any work (torch-free).
+        in_default_run: whether ``harness run`` runs it when no ``--methods`` are given.
     """
 
     name: str
@@ -71,6 +74,7 @@ class Method:
     sweep_sparsities: Callable[[str], list[float]] | None = None
     help: str = ""
     check_options: Callable[[str, dict, object], None] | None = None
+    in_default_run: bool = True
 
     def check(self, preset: str, options: dict, teacher=None) -> None:
         """Refuse, before any work, a schedule or options that ``compress`` would refuse
@@ -121,6 +125,11 @@ def matched_targets(methods: list[Method], teacher: str, extra: list[float] | No
     return sorted(swept | set(own))
 
 
+def default_run_methods() -> list[str]:
+    """The methods ``harness run`` runs when no ``--methods`` are given (``Method.in_default_run``)."""
+    return [name for name in METHODS.names() if METHODS.get(name).in_default_run]
+
+
 def _convexity_arguments(group: argparse._ActionsContainer) -> list[str]:
     from harness.compression.convexity_options import add_arguments
 
@@ -145,6 +154,18 @@ def _dphubert_check(preset: str, options: dict, teacher=None) -> None:
     check_options(preset, options, teacher)
 
 
+def _distill_arguments(group: argparse._ActionsContainer) -> list[str]:
+    from harness.compression.distill_options import add_arguments
+
+    return add_arguments(group)
+
+
+def _convexity_dphubert_arguments(group: argparse._ActionsContainer) -> list[str]:
+    from harness.compression.convexity_dphubert_options import add_arguments
+
+    return add_arguments(group)
+
+
 def _convexity_depth_sparsities(teacher: str) -> list[float]:
     from harness.compression.convexity import depth_sparsities
 
@@ -167,4 +188,15 @@ METHODS.register("dphubert", Method(
     "dphubert", "harness.compression.dphubert:compress_dphubert", _dphubert_arguments,
     target_option="sparsity", default_target=_dphubert_default_sparsity(), check_options=_dphubert_check,
     help="joint distillation and structured pruning (heads, FFN units, conv channels) to a target sparsity",
+))  # fmt: skip
+METHODS.register("distill", Method(
+    "distill", "harness.compression.distill:compress_distill", _distill_arguments,
+    target_option="sparsity", default_target=_dphubert_default_sparsity(), in_default_run=False,
+    help="distillation into a fixed student of the target size (DistilHuBERT's recipe), on DPHuBERT's schedule",
+))  # fmt: skip
+METHODS.register("convexity_dphubert", Method(
+    "convexity_dphubert", "harness.compression.convexity_dphubert:compress_convexity_dphubert",
+    _convexity_dphubert_arguments, target_option="sparsity", default_target=_dphubert_default_sparsity(),
+    in_default_run=False,
+    help="convexity chooses the depth, DPHuBERT prunes inside the kept layers to a sparsity of the whole teacher",
 ))  # fmt: skip
