@@ -120,7 +120,7 @@ def test_an_unknown_device_is_refused_before_any_work(command, tmp_path, caplog)
     (["--method", "convexity", "--max-points", "1"], "--max-points must be >= 2"),
     (["--method", "convexity", "--finetune-steps", "5"], "--finetune-steps needs --finetune"),
     (["--method", "convexity", "--finetune", "asrr"], "unknown task 'asrr'"),
-    (["--method", "convexity", "--threads", "2"], "does not take --threads (an option of --method dphubert)"),
+    (["--method", "convexity", "--threads", "2"], "does not take --threads (an option of --method convexity_dphubert / distill / dphubert)"),
     (["--method", "convexity", "--out", "FILE/sub"], "is a file, so the directory cannot be created"),
 ])  # fmt: skip
 def test_compress_checks_its_options_before_any_work(options, says, tmp_path, caplog):
@@ -147,7 +147,9 @@ def test_a_rule_that_does_not_exist_is_refused_at_once(capsys):
 def test_compress_help_says_which_method_takes_threads(capsys):
     with pytest.raises(SystemExit):
         main(["compress", "--help"])
-    assert "--method dphubert only" in " ".join(capsys.readouterr().out.split())
+    helped = " ".join(capsys.readouterr().out.split())
+    assert "threads of the distillation methods (dphubert, distill, convexity_dphubert" in helped
+    assert "convexity runs with torch's default" in helped
 
 
 @pytest.mark.parametrize(("options", "says"), [

@@ -143,8 +143,12 @@ def method_options(args: argparse.Namespace) -> dict:
     own = set(groups.get(args.method, ()))
     foreign = sorted(given - own)
     if foreign:
-        owners = {name: method for method, names in groups.items() for name in names}
-        flags = ", ".join(f"--{name.replace('_', '-')} (an option of --method {owners[name]})" for name in foreign)
+        owners: dict[str, list[str]] = {}
+        for method, names in groups.items():
+            for name in names:
+                owners.setdefault(name, []).append(method)
+        flags = ", ".join(f"--{name.replace('_', '-')} (an option of --method {' / '.join(sorted(owners[name]))})"
+                          for name in foreign)  # fmt: skip
         raise ValueError(f"--method {args.method} does not take {flags}")
     return {"seed": args.seed, **{name: getattr(args, name) for name in sorted(given & own)}}
 
