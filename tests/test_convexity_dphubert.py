@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from resume_checks import assert_resumed_equals_whole  # tests/resume_checks.py
 
 from harness import training
 from harness.compression import convexity, convexity_dphubert, dphubert
@@ -158,13 +159,7 @@ def test_killed_run_resumes_to_the_same_result_without_scoring_again(synth_corpu
     convexity_dphubert.compress_convexity_dphubert(str(teacher_dir), resumed, corpus=synth_corpus, **options)
     assert peak_at["scorings"] - scorings == 2  # scored once (two label types), not on each resume
 
-    a, b = load_compact(whole), load_compact(resumed)
-    assert a.config == b.config
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
-        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4, msg=name)
-    log = _log(resumed)
-    assert [(e["stage"], e["step"]) for e in log] == [(1, s) for s in range(1, 11)] + [(2, s) for s in range(1, 7)]
-    assert [e["distill"] for e in log] == pytest.approx([e["distill"] for e in _log(whole)], abs=1e-4)
+    assert_resumed_equals_whole(whole, resumed, "convexity_dphubert", steps=(10, 6))
     assert convexity_dphubert.compress_convexity_dphubert(str(teacher_dir), resumed, corpus=synth_corpus, **options) == resumed
     with pytest.raises(ValueError, match="other settings"):
         convexity_dphubert.compress_convexity_dphubert(str(teacher_dir), resumed, corpus=synth_corpus,

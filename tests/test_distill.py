@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from resume_checks import assert_resumed_equals_whole  # tests/resume_checks.py
 
 from harness import training
 from harness.compression import distill, dphubert
@@ -176,13 +177,7 @@ def test_killed_run_resumes_to_the_same_result(synth_corpus, teacher_dir, tmp_pa
     monkeypatch.setattr(training, "bucketed_batches", real_batches)
     distill.compress_distill(str(teacher_dir), resumed, corpus=synth_corpus, **options)
 
-    a, b = load_compact(whole), load_compact(resumed)
-    assert a.config == b.config
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
-        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4, msg=name)
-    log = _log(resumed)
-    assert [(e["stage"], e["step"]) for e in log] == [(1, s) for s in range(1, 11)] + [(2, s) for s in range(1, 7)]
-    assert [e["distill"] for e in log] == pytest.approx([e["distill"] for e in _log(whole)], abs=1e-4)
+    assert_resumed_equals_whole(whole, resumed, "distill", steps=(10, 6))
     assert distill.compress_distill(str(teacher_dir), resumed, corpus=synth_corpus, **options) == resumed
     with pytest.raises(ValueError, match="other settings"):
         distill.compress_distill(str(teacher_dir), resumed, corpus=synth_corpus, **{**options, "loss": "layer2layer"})
