@@ -1,7 +1,9 @@
 """The evaluation engine: SUPERB-style downstream training on cached frozen features.
 
 For each task: read its manifests, get every layer's hidden states from the feature cache
-(extracting them on a miss), fit the label vocabulary on train, train s3prl's Featurizer (a learned
+(extracting them on a miss; an utterance-level task whose head is linear up to its mean pooling
+gets each layer's per-utterance mean instead of the frames, which gives the same logits at a
+fraction of the bytes and time: :func:`feature_kind`), fit the label vocabulary on train, train s3prl's Featurizer (a learned
 softmax-weighted sum of layers) and the task's head on train, keep the step that is best on valid,
 and report test. With ``lr_sweep`` the preset's small grid of learning rates is tried and the
 rate best on valid wins. One JSON record per (upstream, task) is written.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,17 +29,22 @@ from tqdm import tqdm
 from core.audio import SAMPLE_RATE
 from core.records import Record, write_record
 from core.registry import UnknownNameError
-from harness import provenance
+from harness import provenance, superb_macs
 from harness.devices import resolve_device  # noqa: F401 - re-exported
-from harness.evaluate_config import EvaluateConfig
+from harness.evaluate_config import UTTERANCE_FEATURES, EvaluateConfig
 from harness.features import (
     FeatureCache,
     FeatureSet,
+    PooledSet,
     UpstreamSpec,
     audio_identity,
     checkpoint_hash,
+    entry_key,
+    probe_shape,
     read_checksums,
 )
+from harness.online import OnlineSet
+from harness.plan import Budget, SplitPlan, entry_bytes, format_plan
 from tasks.base import Task, TaskPreset
 from tasks.corpora.manifest import SPLITS, CorpusInfo, read_manifest
 from tasks.registry import get_task
@@ -45,6 +52,7 @@ from tasks.registry import get_task
 logger = logging.getLogger(__name__)
 
 COST_FIELDS = ("params", "macs", "input_seconds", "macs_per_second", "latency_s", "real_time_factor")
+SUPERB_MACS_FIELDS = ("macs_superb_g", "macs_superb_utterances")  # LibriSpeech test-clean only
 
 
 # ----------------------------------------------------------------------------------- upstreams
@@ -141,7 +149,7 @@ def build_upstream(name: str, ckpt: str | None) -> nn.Module:
 class SplitData:
     """One split of one task: cached features plus, per manifest row, its storage row and reference."""
 
-    features: FeatureSet
+    features: FeatureSet | PooledSet | OnlineSet
     rows: np.ndarray  # [utterances] row in the cache entry
     references: list
     ids: list[str]
@@ -155,7 +163,7 @@ class SplitData:
 class _LayerShapes:
     """The few attributes s3prl's Featurizer reads from an upstream at construction."""
 
-    def __init__(self, features: FeatureSet) -> None:
+    def __init__(self, features: FeatureSet | PooledSet) -> None:
         self.num_layers = features.num_layers
         self.hidden_sizes = [features.hidden_size] * features.num_layers
         self.downsample_rates = [features.downsample_rate] * features.num_layers
@@ -167,8 +175,15 @@ def collate(
     """Pad a batch of cached utterances; training crops long ones at random to ``max_frames``.
 
     Returns:
-        (Tensor, Tensor): features ``[B, T, layers, D]`` float32 and lengths ``[B]``.
+        (Tensor, Tensor): features ``[B, T, layers, D]`` float32 (pooled entries: the means
+        ``[B, layers, D]``, never cropped) and lengths ``[B]`` (frames per utterance).
     """
+    if data.features.kind == "online":
+        return data.features.batch([int(data.rows[i]) for i in batch], device, max_frames, rng)
+    if data.features.kind == "pooled":
+        rows = [int(data.rows[i]) for i in batch]
+        means = np.stack([data.features.get(row) for row in rows])
+        return torch.from_numpy(means).to(device), torch.tensor(data.features.lengths[rows], dtype=torch.long)
     pieces = []
     for i in batch:
         piece = data.features.get(int(data.rows[i]))
@@ -194,9 +209,15 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
 
 
 class DownstreamModel(nn.Module):
-    """s3prl's Featurizer (weighted sum of layers) followed by a task head."""
+    """s3prl's Featurizer (weighted sum of layers) followed by a task head.
 
-    def __init__(self, features: FeatureSet, head: nn.Module) -> None:
+    Given pooled statistics ``[B, layers, D]`` (each layer's mean over an utterance's valid frames),
+    the Featurizer's weighted sum runs on them as on a one-frame utterance and the head's
+    ``forward_pooled`` takes the result: for a head linear up to its mean pooling these are the
+    logits the frames give (the weighted sum, the projection and the mean commute).
+    """
+
+    def __init__(self, features: FeatureSet | PooledSet, head: nn.Module) -> None:
         super().__init__()
         from s3prl.nn import Featurizer
 
@@ -204,7 +225,11 @@ class DownstreamModel(nn.Module):
         self.head = head
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> Any:
-        """``[B, T, layers, D]``, ``[B]`` -> the head's output."""
+        """``[B, T, layers, D]`` (or pooled ``[B, layers, D]``), ``[B]`` -> the head's output."""
+        if features.dim() == 3:
+            layers = list(features.unsqueeze(1).unbind(dim=2))  # one [B, 1, D] per layer
+            x, _ = self.featurizer(layers, [torch.ones_like(lengths)] * len(layers))
+            return self.head.forward_pooled(x[:, 0])
         layers = list(features.unbind(dim=2))
         x, lengths = self.featurizer(layers, [lengths] * len(layers))
         return self.head(x, lengths)
@@ -300,6 +325,19 @@ class _LazyUpstream:
         return self._module
 
 
+def feature_kind(task: Task, preset: TaskPreset, utterance_features: str = "auto") -> str:
+    """What ``task`` trains on: ``pooled`` statistics where that is exact, else ``frames``.
+
+    Pooled needs a head linear up to its mean pooling (:attr:`tasks.base.Task.pools_linearly`) and
+    no random crop of training utterances (the mean of a crop is not in the statistics);
+    ``utterance_features="frames"`` (``--utterance-features frames``) always reads frames.
+    """
+    if utterance_features not in UTTERANCE_FEATURES:
+        raise ValueError(f"--utterance-features {utterance_features!r}: choose one of {', '.join(UTTERANCE_FEATURES)}")
+    exact = task.pools_linearly and preset.train.max_train_seconds is None
+    return "pooled" if exact and utterance_features == "auto" else "frames"
+
+
 def load_split(
     task: Task,
     config: EvaluateConfig,
@@ -309,15 +347,32 @@ def load_split(
     upstream: _LazyUpstream,
     checksums: dict[str, str],
     device: str,
+    kind: str = "frames",
+    budget: Budget | None = None,
+    shape: Callable[[], tuple[int, int, int]] | None = None,
 ) -> tuple[SplitData, float]:
-    """Manifest rows, references and cached features of one split; returns extraction seconds too."""
+    """Manifest rows, references and features (of ``kind``) of one split; returns extraction seconds too.
+
+    With a ``budget``, an entry not in the cache yet is granted its estimated bytes
+    (:mod:`harness.plan`; ``shape()`` gives the upstream's (layers, dim, stride)); frames that do
+    not fit are read online (:class:`harness.online.OnlineSet`), never cached.
+    """
     frame = read_manifest(config.corpus, task.manifest_task, split)
     if frame.empty:
         raise ValueError(f"{config.corpus}: manifest {task.manifest_task}/{split} has no rows")
     identities = [audio_identity(p, checksums) for p in frame["wav_path"]]
+    durations = list(frame["duration"].astype(float))
+    if budget is not None:
+        cached = cache.has(entry_key(spec, identities, kind))
+        estimate = 0 if cached else entry_bytes(kind, durations, shape())
+        kind = budget.grant(kind, cached, estimate, f"{config.corpus}: {task.manifest_task}/{split}")
+    if kind == "online":
+        online = OnlineSet(list(frame["wav_path"]), identities, durations, upstream, shape(), spec.dtype)
+        return SplitData(online, online.rows(identities), task.references(frame), list(frame["id"])), 0.0
     features, seconds = cache.get_or_extract(
         spec, list(frame["wav_path"]), identities, list(frame["duration"].astype(float)), upstream,
         device=device, batch_seconds=config.extract_batch_seconds, description=f"{task.manifest_task}/{split}",
+        kind=kind,
     )
     data = SplitData(features, features.rows(identities), task.references(frame), list(frame["id"]))
     return data, seconds
@@ -336,6 +391,16 @@ class Session:
     upstream: _LazyUpstream
     cost: dict[str, Any]
     provenance: dict[str, Any]
+    budget: Budget | None = None
+
+    def shape(self) -> tuple[int, int, int]:
+        """The upstream's (layers, dim, stride), from one second of audio (cached beside the cost)."""
+        name = f"shape-{self.spec.key()}"
+        found = self.cache.read_info(name)
+        if found is None:
+            found = {"shape": list(probe_shape(self.upstream(), self.device))}
+            self.cache.write_info(name, found)
+        return tuple(found["shape"])
 
 
 def setup(config: EvaluateConfig) -> Session:
@@ -353,16 +418,60 @@ def setup(config: EvaluateConfig) -> Session:
     if cost is None:
         cost = provenance.upstream_cost(upstream().to(device), config.ckpt)
         cache.write_info(cost_name, cost)
+    if superb_macs.applies(config.corpus):  # LibriSpeech test-clean: MACs as the SUPERB challenge counts them
+        info_name = f"superb-macs-{spec.key()}-{CorpusInfo.read(config.corpus).fingerprint}"
+        counted = cache.read_info(info_name)
+        if counted is None:
+            try:
+                counted = superb_macs.challenge_macs(upstream().to(device), config.corpus)
+                cache.write_info(info_name, counted)
+            except ValueError as err:  # a test-clean subset: the figure would not be the challenge's
+                logger.warning("%s: no SUPERB-challenge MACs (%s)", config.corpus, err)
+                counted = {}
+        cost = {**cost, **counted}
     return Session(
         config, device, CorpusInfo.read(config.corpus), read_checksums(config.corpus), spec, cache, upstream,
-        cost, provenance.checkpoint_provenance(config.ckpt),
+        cost, provenance.checkpoint_provenance(config.ckpt), Budget(config.cache_dir, config.cache_budget_gb),
     )
+
+
+def split_plans(session: Session) -> list[SplitPlan]:
+    """Each (task, split) of the run: its features' kind, granted from the session's cache budget in
+    the order the run reads them (:mod:`harness.plan`); raises when a pooled entry cannot fit."""
+    config = session.config
+    rtf = session.cost.get("real_time_factor")
+    plans, planned = [], set()
+    for name in config.tasks:
+        task = get_task(name)
+        kind = feature_kind(task, task_preset(task, config.preset, config.max_steps), config.utterance_features)
+        for split in SPLITS:
+            frame = read_manifest(config.corpus, task.manifest_task, split)
+            identities = [audio_identity(p, session.checksums) for p in frame["wav_path"]]
+            durations = list(frame["duration"].astype(float))
+            key = entry_key(session.spec, identities, kind)
+            cached = key in planned or session.cache.has(key)  # ASR, PR and SID share their audio's entries
+            estimate = 0 if cached else entry_bytes(kind, durations, session.shape())
+            granted = session.budget.grant(kind, cached, estimate, f"{task.manifest_task}/{split}")
+            if granted != "online":
+                planned.add(key)
+            hours = sum(durations) / 3600
+            new_bytes = 0 if cached or granted == "online" else estimate
+            plans.append(SplitPlan(name, split, len(frame), hours, granted, cached, new_bytes, hours * rtf if rtf else None))
+    return plans
+
+
+def plan(config: EvaluateConfig) -> str:
+    """What ``evaluate(config)`` would read, store and extract, computed without extracting anything."""
+    session = setup(config)
+    plans = split_plans(session)
+    return format_plan(plans, session.budget, session.device, session.cost.get("real_time_factor"))
 
 
 def evaluate(config: EvaluateConfig) -> list[Path]:
     """Run every task of ``config``; returns the paths of the records written."""
     session = setup(config)
-    return [evaluate_task(session, get_task(name)) for name in config.tasks]
+    kinds = {(p.task, p.split): p.kind for p in split_plans(session)}  # the plan guards the run: before any work
+    return [evaluate_task(session, get_task(name), kinds) for name in config.tasks]
 
 
 def task_preset(task: Task, name: str, max_steps: int | None = None) -> TaskPreset:
@@ -382,15 +491,22 @@ def same_schedule(record: Record, task: Task, name: str, max_steps: int | None =
     return made.get("preset") == name and all(made.get(key) == value for key, value in wanted.items())
 
 
-def evaluate_task(session: Session, task: Task) -> Path:
-    """Features, labels, training (one run per learning rate), selection on valid, test, record."""
+def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str] | None = None) -> Path:
+    """Features, labels, training (one run per learning rate), selection on valid, test, record.
+
+    ``kinds`` maps (task, split) to the features planned by :func:`split_plans`; without it the
+    task's splits are granted from the session's budget here.
+    """
     config = session.config
     preset = task_preset(task, config.preset, config.max_steps)
+    kind = feature_kind(task, preset, config.utterance_features)
     data, extraction = {}, {}
     for split in SPLITS:
+        planned = kinds.get((task.name, split)) if kinds else None
         data[split], extraction[split] = load_split(
-            task, config, split, session.cache, session.spec, session.upstream, session.checksums, session.device
-        )
+            task, config, split, session.cache, session.spec, session.upstream, session.checksums, session.device,
+            planned or kind, None if planned else session.budget, session.shape,
+        )  # fmt: skip
     task.fit_labels(data["train"].references)
     data["train"].targets = [task.encode(ref) for ref in data["train"].references]
 
@@ -412,6 +528,7 @@ def evaluate_task(session: Session, task: Task) -> Path:
         "extraction_s": round(sum(extraction.values()), 3),
         "extraction_by_split_s": {k: round(v, 3) for k, v in extraction.items()},
         "feature_cache_hits": {k: v == 0.0 for k, v in extraction.items()},
+        "feature_kind_by_split": {split: d.features.kind for split, d in data.items()},
         "training_s": round(sum(r.seconds for r in results), 3),
         "test_s": round(time.perf_counter() - test_start, 3),
     }
@@ -451,6 +568,7 @@ def _task_record(
             "hidden_size": features.hidden_size,
             "downsample_rate": features.downsample_rate,
             **{k: session.cost.get(k) for k in COST_FIELDS},
+            **{k: session.cost[k] for k in SUPERB_MACS_FIELDS if k in session.cost},
             "cost_source": session.cost.get("source"),
             **session.provenance,
         },

@@ -10,6 +10,10 @@ from core.paths import CACHE_DIR, RECORDS_DIR
 from harness.devices import DEFAULT_DEVICE
 from tasks.schedules import DEFAULT_SCHEDULE
 
+#: ``--utterance-features``: ``auto`` trains utterance-level heads on pooled statistics where that is
+#: exact (:func:`harness.evaluate.feature_kind`); ``frames`` always reads frames.
+UTTERANCE_FEATURES = ("auto", "frames")
+
 
 @dataclass
 class EvaluateConfig:
@@ -28,5 +32,7 @@ class EvaluateConfig:
     max_steps: int | None = None  # caps the preset's steps (and its validation interval)
     extract_dtype: str = "float32"
     extract_batch_seconds: float = 64.0
+    cache_budget_gb: float | None = None  # None: harness.plan.DEFAULT_BUDGET_FRACTION of the free space
+    utterance_features: str = "auto"  # "frames": utterance-level heads read frames, not pooled statistics
     command: str | None = None  # the command line, kept in the records
     trust_checkpoint: bool = False  # let s3prl's own entries open a --ckpt that does not load safely

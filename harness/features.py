@@ -4,15 +4,27 @@ The upstream is frozen in SUPERB, so its hidden states depend only on (upstream,
 audio). They are computed once per set of utterances and reused by every task that reads the same
 audio, every epoch and every learning rate.
 
-An entry is a directory ``ROOT/features/<key[:2]>/<key>/`` holding::
+An entry is a directory ``ROOT/features/<key[:2]>/<key>/`` of one of two kinds. A ``frames``
+entry (what frame-level tasks train on) holds::
 
     features.f16   raw float16, C order, shape [total_frames, layers, dim] (see meta.json)
     offsets.npy    int64 [utterances + 1]: utterance i is rows offsets[i]:offsets[i+1]
     keys.json      the audio identity of each utterance, in storage order
     meta.json      shape, stride, upstream identity, timings; written last
 
+A ``pooled`` entry (what utterance-level tasks with a head linear up to its mean pooling train on,
+see :class:`PooledSet`) holds, instead of the frames, each layer's mean over the utterance's frames::
+
+    means.npy      float32 [utterances, layers, dim]: the mean of the float16 frames a frames entry holds
+    lengths.npy    int64 [utterances]: frames per utterance (batches are cut by length as for frames)
+    keys.json, meta.json as above
+
+It takes ``layers x dim x 4`` bytes per utterance whatever its length (40 KB for HuBERT Base),
+against ``layers x dim x 2`` bytes per frame; it is computed from the frames entry of the same audio
+when one exists, else by running the upstream without keeping the frames.
+
 The key hashes the upstream identity (name, checkpoint SHA-256, extraction precision, format
-version) and the *set* of audio identities, where an audio identity is the file's SHA-256 from the
+version), the entry's kind (for pooled entries) and the *set* of audio identities, where an audio identity is the file's SHA-256 from the
 corpus' ``checksums.sha256`` when it has one, else ``path|size|mtime``. Task names do not enter
 the key, so ASR, PR and SID share an entry when their manifests list the same audio.
 
@@ -32,7 +44,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -129,18 +141,24 @@ def audio_identity(wav_path: str | os.PathLike, checksums: dict[str, str]) -> st
     return f"file:{path}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-def entry_key(spec: UpstreamSpec, identities: Sequence[str]) -> str:
-    """Cache key of (upstream, set of audio)."""
-    return _hash_json({"upstream": spec.identity(), "audio": sorted(set(identities))})
+#: What a cache entry holds: every frame of every layer, or per utterance each layer's mean frame.
+ENTRY_KINDS = ("frames", "pooled")
 
 
-class FeatureSet:
-    """Read-only view of one cache entry: all layers of every utterance, memory-mapped.
+def entry_key(spec: UpstreamSpec, identities: Sequence[str], kind: str = "frames") -> str:
+    """Cache key of (upstream, set of audio, kind); a frames key is the same as before kinds existed."""
+    if kind not in ENTRY_KINDS:
+        raise ValueError(f"unknown feature entry kind {kind!r}; choose one of {', '.join(ENTRY_KINDS)}")
+    identity = {"upstream": spec.identity(), "audio": sorted(set(identities))}
+    if kind != "frames":
+        identity["kind"] = kind
+    return _hash_json(identity)
 
-    Attributes:
-        num_layers, hidden_size, downsample_rate: the upstream's shape (for s3prl's Featurizer).
-        lengths: ``[utterances]`` frames per utterance, in storage order.
-    """
+
+class _Entry:
+    """What every kind of cache entry shares: its meta (the upstream's shape) and its audio keys."""
+
+    kind: str
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -148,17 +166,7 @@ class FeatureSet:
         self.num_layers = int(self.meta["num_layers"])
         self.hidden_size = int(self.meta["hidden_size"])
         self.downsample_rate = int(self.meta["downsample_rate"])
-        self.offsets = np.load(directory / "offsets.npy")
         self.keys: list[str] = json.loads((directory / "keys.json").read_text(encoding="utf-8"))
-        self.lengths = np.diff(self.offsets)
-        total = int(self.meta["total_frames"])
-        expected_bytes = total * self.num_layers * self.hidden_size * 2
-        actual_bytes = (directory / "features.f16").stat().st_size
-        if actual_bytes != expected_bytes or len(self.keys) + 1 != len(self.offsets) or self.offsets[-1] != total:
-            raise ValueError(f"{directory}: inconsistent cache entry ({actual_bytes} bytes, expected {expected_bytes})")
-        self.features = np.memmap(
-            directory / "features.f16", dtype=np.float16, mode="r", shape=(total, self.num_layers, self.hidden_size)
-        )
         self._row = {key: i for i, key in enumerate(self.keys)}
 
     def __len__(self) -> int:
@@ -168,9 +176,65 @@ class FeatureSet:
         """Storage rows of the given audio identities (raises KeyError on a stranger)."""
         return np.array([self._row[key] for key in identities], dtype=np.int64)
 
+
+class FeatureSet(_Entry):
+    """Read-only view of one frames entry: all layers of every utterance, memory-mapped.
+
+    Attributes:
+        num_layers, hidden_size, downsample_rate: the upstream's shape (for s3prl's Featurizer).
+        lengths: ``[utterances]`` frames per utterance, in storage order.
+    """
+
+    kind = "frames"
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.offsets = np.load(directory / "offsets.npy")
+        self.lengths = np.diff(self.offsets)
+        total = int(self.meta["total_frames"])
+        expected_bytes = total * self.num_layers * self.hidden_size * 2
+        actual_bytes = (directory / "features.f16").stat().st_size
+        if actual_bytes != expected_bytes or len(self.keys) + 1 != len(self.offsets) or self.offsets[-1] != total:
+            raise ValueError(f"{directory}: inconsistent cache entry ({actual_bytes} bytes, expected {expected_bytes})")
+        self.features = np.memmap(
+            directory / "features.f16", dtype=np.float16, mode="r", shape=(total, self.num_layers, self.hidden_size)
+        )
+
     def get(self, row: int) -> np.ndarray:
         """``[frames, layers, dim]`` float16 view of one utterance."""
         return self.features[self.offsets[row] : self.offsets[row + 1]]
+
+
+class PooledSet(_Entry):
+    """Read-only view of one pooled entry: per utterance, each layer's mean over its valid frames.
+
+    s3prl's Featurizer (a weighted sum of layers), a linear projection and the mean over valid frames
+    are all linear, so a head that is linear up to its mean pooling gives the same logits from these
+    means as from the frames (:meth:`harness.evaluate.DownstreamModel.forward`). Same attributes and
+    ``rows`` as :class:`FeatureSet`; :meth:`get` returns ``[layers, dim]``.
+    """
+
+    kind = "pooled"
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.lengths = np.load(directory / "lengths.npy")
+        self.means = np.load(directory / "means.npy", mmap_mode="r")
+        expected = (len(self.keys), self.num_layers, self.hidden_size)
+        if self.means.shape != expected or self.means.dtype != np.float32 or self.lengths.shape != (len(self.keys),):
+            raise ValueError(
+                f"{directory}: inconsistent pooled entry (means {self.means.shape} {self.means.dtype}, "
+                f"expected {expected} float32; {len(self.lengths)} lengths for {len(self.keys)} utterances)"
+            )
+
+    def get(self, row: int) -> np.ndarray:
+        """``[layers, dim]`` float32 means of one utterance."""
+        return self.means[row]
+
+
+def frame_means(frames: np.ndarray) -> np.ndarray:
+    """``[frames, layers, dim]`` float16 -> ``[layers, dim]`` float32: what a pooled entry stores."""
+    return frames.astype(np.float32).mean(axis=0)
 
 
 class FeatureCache:
@@ -182,13 +246,17 @@ class FeatureCache:
     def entry_dir(self, key: str) -> Path:
         return self.root / "features" / key[:2] / key
 
-    def load(self, key: str) -> FeatureSet | None:
-        """The complete entry ``key``, or ``None``; a damaged entry is moved aside and logged."""
+    def has(self, key: str) -> bool:
+        """Whether entry ``key`` is complete in the cache (its meta.json is written last)."""
+        return (self.entry_dir(key) / "meta.json").is_file()
+
+    def load(self, key: str, kind: str = "frames") -> FeatureSet | PooledSet | None:
+        """The complete entry ``key`` (of ``kind``), or ``None``; a damaged entry is moved aside and logged."""
         directory = self.entry_dir(key)
         if not (directory / "meta.json").is_file():
             return None
         try:
-            return FeatureSet(directory)
+            return PooledSet(directory) if kind == "pooled" else FeatureSet(directory)
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
             logger.warning("ignoring damaged feature cache entry %s (%s); it will be recomputed", directory, err)
             _remove_dir(directory)
@@ -204,16 +272,19 @@ class FeatureCache:
         device: str = "cpu",
         batch_seconds: float = 64.0,
         description: str = "",
-    ) -> tuple[FeatureSet, float]:
+        kind: str = "frames",
+    ) -> tuple[FeatureSet | PooledSet, float]:
         """Return the features of these utterances and the seconds spent extracting (0 on a hit).
 
-        ``build_upstream`` is called only on a miss; it returns an ``s3prl.nn.S3PRLUpstream``-like
-        module ``forward(wavs [B, T], wavs_len [B]) -> (list of [B, T', D], list of [B])``.
+        ``kind`` is ``frames`` (a :class:`FeatureSet`) or ``pooled`` (a :class:`PooledSet`, made from
+        the frames entry of the same audio when the cache has one). ``build_upstream`` is called only
+        when the upstream must run; it returns an ``s3prl.nn.S3PRLUpstream``-like module
+        ``forward(wavs [B, T], wavs_len [B]) -> (list of [B, T', D], list of [B])``.
         """
-        key = entry_key(spec, identities)
-        found = self.load(key)
+        key = entry_key(spec, identities, kind)
+        found = self.load(key, kind)
         if found is not None:
-            logger.info("features %s: cache hit (%s)", description, self.entry_dir(key))
+            logger.info("features %s (%s): cache hit (%s)", description, kind, self.entry_dir(key))
             return found, 0.0
         if not identities:
             raise ValueError(f"features {description}: no utterances to extract")
@@ -221,32 +292,30 @@ class FeatureCache:
         for path, identity, duration in zip(wav_paths, identities, durations, strict=True):
             unique.setdefault(identity, (path, float(duration)))
         start = time.perf_counter()
-        module = build_upstream()
+        frames = self.load(entry_key(spec, identities)) if kind == "pooled" else None
+        if frames is not None:
+            logger.info("features %s (pooled): averaging the cached frames of %s", description, frames.directory)
+            items, shape = _frames_from_entry(frames, unique), _Shape.of(frames)
+        else:
+            shape = _Shape()
+            items = _extracted_frames(spec, unique, build_upstream(), device, batch_seconds, description, shape)
         with naming_write_failures(self.entry_dir(key), hint="free some space there, or give another --cache"):
-            self._extract(spec, key, unique, module, device, batch_seconds, description)
+            self._fill(key, lambda tmp: WRITERS[kind](tmp, items, shape, spec, device, len(unique)))
         seconds = time.perf_counter() - start
-        found = self.load(key)
+        found = self.load(key, kind)
         if found is None:
             raise RuntimeError(f"feature cache entry {self.entry_dir(key)} vanished right after it was written")
         return found, seconds
 
-    def _extract(
-        self,
-        spec: UpstreamSpec,
-        key: str,
-        utterances: dict[str, tuple[str, float]],
-        upstream: torch.nn.Module,
-        device: str,
-        batch_seconds: float,
-        description: str,
-    ) -> None:
+    def _fill(self, key: str, write: Callable[[Path], dict[str, Any]]) -> None:
+        """Write entry ``key`` with ``write(tmp) -> meta`` in a temporary sibling, then rename it into place."""
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         self._clean_abandoned(final.parent)
         tmp = final.parent / f".tmp-{key[:16]}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            meta = _write_features(tmp, spec, utterances, upstream, device, batch_seconds, description)
+            meta = write(tmp)
             write_json(tmp / "meta.json", meta)
             if final.exists() and not (final / "meta.json").is_file():
                 logger.warning("replacing unfinished feature cache entry %s", final)
@@ -279,24 +348,36 @@ class FeatureCache:
         write_json(self.root / "info" / f"{name}.json", info)
 
 
+@dataclass
+class _Shape:
+    """The upstream's shape, known once its first batch has run."""
+
+    layers: int = 0
+    dim: int = 0
+    stride: int = 0
+
+    @classmethod
+    def of(cls, entry: FeatureSet) -> _Shape:
+        return cls(entry.num_layers, entry.hidden_size, entry.downsample_rate)
+
+
 @torch.no_grad()
-def _write_features(
-    directory: Path,
+def _extracted_frames(
     spec: UpstreamSpec,
     utterances: dict[str, tuple[str, float]],
     upstream: torch.nn.Module,
     device: str,
     batch_seconds: float,
     description: str,
-) -> dict[str, Any]:
-    """Run the upstream over length-sorted batches and stream float16 frames to ``features.f16``."""
+    shape: _Shape,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Run the upstream over length-sorted batches; yields ``(audio identity, [frames, layers, dim]
+    float16)`` per utterance and fills ``shape`` from the first batch."""
     upstream = upstream.to(device).eval()
     autocast_dtype = EXTRACT_DTYPES[spec.dtype]
     order = sorted(utterances, key=lambda k: (-utterances[k][1], k))  # longest first: memory peaks early
-    keys, lengths = [], []
-    shape: tuple[int, int, int] | None = None  # (layers, dim, stride)
     batches = _duration_batches([utterances[k][1] for k in order], batch_seconds)
-    with open(directory / "features.f16", "wb") as out, tqdm(total=len(order), desc=f"extract {description}", unit="utt") as bar:
+    with tqdm(total=len(order), desc=f"extract {description}", unit="utt") as bar:
         for batch in batches:
             batch_keys = [order[i] for i in batch]
             wavs = [load_audio(utterances[k][0]) for k in batch_keys]
@@ -309,33 +390,83 @@ def _write_features(
             )
             with autocast:
                 hidden_states, hidden_lens = upstream(padded, wav_lens.to(device))
-            if shape is None:
-                shape = _check_shapes(spec.name, upstream, hidden_states)
-            stacked = torch.stack([h.float() for h in hidden_states], dim=2)  # [B, T, L, D]
+            if not shape.layers:
+                shape.layers, shape.dim, shape.stride = _check_shapes(spec.name, upstream, hidden_states)
+            stacked = torch.stack([h.float() for h in hidden_states], dim=2).to(torch.float16).cpu()  # [B, T, L, D]
             for b, key in enumerate(batch_keys):
-                frames = int(hidden_lens[0][b])
-                out.write(stacked[b, :frames].to(torch.float16).cpu().numpy().tobytes())
-                keys.append(key)
-                lengths.append(frames)
+                yield key, stacked[b, : int(hidden_lens[0][b])].numpy()
             bar.update(len(batch))
+
+
+def _frames_from_entry(entry: FeatureSet, utterances: dict[str, tuple[str, float]]) -> Iterator[tuple[str, np.ndarray]]:
+    """The cached frames of ``utterances`` (all in ``entry``), as :func:`_extracted_frames` yields them."""
+    for key, row in zip(utterances, entry.rows(list(utterances)), strict=True):
+        yield key, np.asarray(entry.get(int(row)))
+
+
+def _write_frames(
+    directory: Path, items: Iterator[tuple[str, np.ndarray]], shape: _Shape, spec: UpstreamSpec, device: str, total: int
+) -> dict[str, Any]:
+    """Stream float16 frames to ``features.f16``; returns the entry's meta."""
+    keys, lengths = [], []
+    with open(directory / "features.f16", "wb") as out:
+        for key, frames in items:
+            out.write(np.ascontiguousarray(frames).tobytes())
+            keys.append(key)
+            lengths.append(len(frames))
         out.flush()
         os.fsync(out.fileno())
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     np.save(directory / "offsets.npy", offsets)
     write_json(directory / "keys.json", keys)
-    layers, dim, stride = shape
+    return {**_meta(spec, shape, device, len(keys)), "kind": "frames", "total_frames": int(offsets[-1]), "dtype": "float16"}
+
+
+def _write_pooled(
+    directory: Path, items: Iterator[tuple[str, np.ndarray]], shape: _Shape, spec: UpstreamSpec, device: str, total: int
+) -> dict[str, Any]:
+    """Each utterance's per-layer mean frame into ``means.npy`` (a float32 memmap filled in place)."""
+    keys, lengths = [], []
+    means = None
+    for key, frames in items:
+        if means is None:  # the shape is known once the first batch has run
+            means = np.lib.format.open_memmap(directory / "means.npy", mode="w+", dtype=np.float32,
+                                              shape=(total, shape.layers, shape.dim))  # fmt: skip
+        means[len(keys)] = frame_means(frames)
+        keys.append(key)
+        lengths.append(len(frames))
+    if means is None or len(keys) != total:
+        raise RuntimeError(f"pooled entry {directory}: {len(keys)} of {total} utterances came back from extraction")
+    means.flush()
+    del means
+    np.save(directory / "lengths.npy", np.asarray(lengths, dtype=np.int64))
+    write_json(directory / "keys.json", keys)
+    return {**_meta(spec, shape, device, len(keys)), "kind": "pooled", "total_frames": int(sum(lengths)), "dtype": "float32"}
+
+
+WRITERS = {"frames": _write_frames, "pooled": _write_pooled}
+
+
+def _meta(spec: UpstreamSpec, shape: _Shape, device: str, utterances: int) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "upstream": {**asdict(spec)},
-        "num_layers": layers,
-        "hidden_size": dim,
-        "downsample_rate": stride,
-        "utterances": len(keys),
-        "total_frames": int(offsets[-1]),
-        "dtype": "float16",
+        "num_layers": shape.layers,
+        "hidden_size": shape.dim,
+        "downsample_rate": shape.stride,
+        "utterances": utterances,
         "device": device,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+@torch.no_grad()
+def probe_shape(upstream: torch.nn.Module, device: str = "cpu") -> tuple[int, int, int]:
+    """(layers, dim, stride) of an s3prl-style upstream, from one forward over one second of noise."""
+    upstream = upstream.to(device).eval()
+    wav = 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0)).to(device)
+    hidden_states, _ = upstream(wav, torch.tensor([16000], device=device))
+    return _check_shapes("upstream", upstream, hidden_states)
 
 
 def _check_shapes(name: str, upstream: torch.nn.Module, hidden_states: list[torch.Tensor]) -> tuple[int, int, int]:

@@ -67,6 +67,7 @@ class RunConfig:
     head_seeds: list[int] | None = None  # one evaluation per seed and (upstream, task); None: [seed]
     max_steps: int | None = None
     jobs: int = 1  # parallel worker processes (compressions and evaluations overlap)
+    cache_budget_gb: float | None = None  # per evaluation; None: harness.plan's default share of the free space
     command: str | None = None
 
     def evaluation_seeds(self) -> list[int]:
@@ -132,6 +133,38 @@ def run(config: RunConfig) -> int:
     return 0
 
 
+def plan_run(config: RunConfig) -> str:
+    """What :func:`run` would do, as text, doing none of it: the compressions (finished ones are
+    reused), the evaluations without a record, and the teacher's feature plan (``harness evaluate
+    --plan``), which bounds every compact model's (same width, at most as many layers)."""
+    from harness.evaluate import EvaluateConfig, plan
+    from tasks.corpora.resolve import resolve_corpus
+
+    check_config(config)
+    corpus = resolve_corpus(config.corpus)  # SynthSpeech is generated on first use (a minute on a CPU)
+    lines = ["## compressions", ""]
+    jobs = _compression_jobs(config)
+    for job in jobs:
+        state = "finished, reused" if finished_checkpoints(job.out) is not None else "to run"
+        options = ", ".join(f"{k}={v}" for k, v in job.options.items()) or "its defaults"
+        lines.append(f"- {job.method} -> {job.out} ({options}): {state}")
+    teacher = str(_teacher_checkpoint(config))
+    pending = 0
+    for candidate in [Candidate("fbank", FBANK, None), Candidate("teacher", config.upstream, teacher)]:
+        pending += len(config.tasks) * len(config.evaluation_seeds()) - len(_recorded_tasks(config, candidate, corpus))
+    per_model = len(config.tasks) * len(config.evaluation_seeds())
+    lines += ["", "## evaluations", "",
+              f"- references (FBANK, teacher): {pending} of {2 * per_model} without a record",
+              f"- each compact model: {len(config.tasks)} task(s) x {len(config.evaluation_seeds())} head seed(s) = "
+              f"{per_model}, for {len(jobs)} compression(s) (more with --budgets matched: one per depth)",
+              "", "## features of the teacher (each compact model reads at most as much)", ""]  # fmt: skip
+    teacher_config = EvaluateConfig(upstream=config.upstream, ckpt=teacher, tasks=list(config.tasks), corpus=corpus,
+                                    preset=config.preset, device=config.device, cache_dir=config.cache_dir,
+                                    max_steps=config.max_steps, cache_budget_gb=config.cache_budget_gb)  # fmt: skip
+    lines.append(plan(teacher_config))
+    return "\n".join(lines)
+
+
 def check_config(config: RunConfig) -> None:
     """Refuse, before any work, everything the run would refuse later: names (methods, tasks,
     upstream entry), numbers, the device, the output directories, the teacher and every
@@ -162,6 +195,9 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"--sparsity {config.sparsities}: every level must be between 0 and 1 (exclusive)")
     resolve_device(config.device)
     check_directories(out=config.out, records=config.records_dir, leaderboard=config.leaderboard_dir, cache=config.cache_dir)
+    from harness.plan import resolve_budget
+
+    resolve_budget(config.cache_dir, config.cache_budget_gb)  # a budget larger than the free space fails here
     teacher = check_source(config.teacher, "--teacher", family=entry_family(config.upstream))
     for job in _compression_jobs(config):
         METHODS.get(job.method).check(config.preset, {"seed": config.seed, **job.options}, teacher)
@@ -397,6 +433,7 @@ def _evaluate(config: RunConfig, candidate: Candidate, task: str, corpus: Path, 
             records_dir=config.records_dir,
             seed=seed,
             max_steps=config.max_steps,
+            cache_budget_gb=config.cache_budget_gb,
             command=config.command,
         )
     )

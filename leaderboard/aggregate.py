@@ -51,6 +51,7 @@ from leaderboard.labels import (
     upstream_identity,
 )
 from leaderboard.points import Point
+from leaderboard.superb_points import POINTS_NOTE, SUPERB_REFERENCES, points_interval, superb_points
 from tasks.benchmarks import FBANK, Benchmark, find_benchmark
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ SCORE_COLUMN = f"SUPERB score {UP}"
 PARAMS_COLUMN = f"params (M) {DOWN}"
 MACS_COLUMN = f"MACs (G per s of audio) {DOWN}"
 RTF_COLUMN = f"RTF {DOWN}"
+SUPERB_MACS_COLUMN = f"MACs (G, SUPERB's 32 test-clean utterances) {DOWN}"  # LibriSpeech records only
 
 
 @dataclass
@@ -249,17 +251,22 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
             for name, (low, high) in spread.get(id(row), {}).items():
                 column = SCORE_COLUMN if name == SCORE_KEY else task_columns[name]
                 table_rows[-1][low_column(column)], table_rows[-1][high_column(column)] = low, high
-    columns = [*IDENTITY_COLUMNS, PARAMS_COLUMN, MACS_COLUMN, RTF_COLUMN, *task_columns.values(), SCORE_COLUMN]
+    points_columns = _add_superb_points(table_rows, tasks, task_columns, notes) if benchmark and benchmark.superb_points else []
+    costs = [PARAMS_COLUMN, MACS_COLUMN, RTF_COLUMN]
+    if any(out.get(SUPERB_MACS_COLUMN) is not None for out in table_rows):
+        costs.append(SUPERB_MACS_COLUMN)
+    columns = [*IDENTITY_COLUMNS, *costs, *task_columns.values(), *points_columns, SCORE_COLUMN]
     if spread:
-        columns += [f(c) for c in [*task_columns.values(), SCORE_COLUMN] for f in (low_column, high_column)]
+        columns += [f(c) for c in [*task_columns.values(), *points_columns, SCORE_COLUMN] for f in (low_column, high_column)]
         columns.append(SEEDS_COLUMN)
         for row, out in zip(rows.values(), table_rows, strict=True):
             out[SEEDS_COLUMN] = max(len(found) for found in row["_by_task"].values())
     frame = pd.DataFrame(table_rows, columns=columns)
     frame = frame.sort_values("upstream", kind="stable")
     frame = frame.sort_values(SCORE_COLUMN, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
-    higher = {PARAMS_COLUMN: False, MACS_COLUMN: False, RTF_COLUMN: False, SCORE_COLUMN: True}
+    higher = {**dict.fromkeys(costs, False), SCORE_COLUMN: True}
     higher.update({task_columns[t]: directions[t] for t in tasks})
+    higher.update(dict.fromkeys(points_columns, True))
     return CorpusTable(
         corpus=corpus, fingerprint=fingerprint, preset=preset, frame=frame, higher_is_better=higher,
         task_columns=task_columns, notes=notes, benchmark=benchmark.name if benchmark else None,
@@ -340,6 +347,28 @@ def row_intervals(
     return spread
 
 
+def _add_superb_points(
+    table_rows: list[dict[str, Any]], tasks: Sequence[str], task_columns: Mapping[str, str], notes: list[str]
+) -> list[str]:
+    """Add SUPERB's own per-task points (and their intervals) to the rows; returns the new columns."""
+    added = []
+    for task in tasks:
+        if task not in SUPERB_REFERENCES:
+            notes.append(f"SUPERB points: SUPERB fixes no reference values for {task}")
+            continue
+        column, source = f"{task.upper()} SUPERB points {UP}", task_columns[task]
+        added.append(column)
+        for out in table_rows:
+            value = out.get(source)
+            out[column] = None if value is None or math.isnan(value) else superb_points(task, value)
+            low, high = out.get(low_column(source)), out.get(high_column(source))
+            if out[column] is not None and low is not None and high is not None:
+                out[low_column(column)], out[high_column(column)] = points_interval(task, low, high)
+    if added:
+        notes.append(POINTS_NOTE)
+    return added
+
+
 def _task_metadata(names: Sequence[str], directions: dict[str, bool], metric_names: dict[str, str]) -> None:
     """Direction and main metric of tasks no record reports, from the task registry (for their columns)."""
     from tasks.registry import get_task
@@ -358,6 +387,7 @@ def _frame_row(row: Mapping[str, Any], tasks: Sequence[str], task_columns: Mappi
     out[PARAMS_COLUMN] = params / 1e6 if params is not None else math.nan
     out[MACS_COLUMN] = macs_per_second / 1e9 if macs_per_second is not None else math.nan
     out[RTF_COLUMN] = rtf if rtf is not None else math.nan
+    out[SUPERB_MACS_COLUMN] = record.upstream.get("macs_superb_g")
     for task in tasks:
         out[task_columns[task]] = row.get(task, math.nan)
     out[SCORE_COLUMN] = score if score is not None else math.nan

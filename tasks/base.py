@@ -6,7 +6,8 @@ share the machinery:
 
 - :class:`CTCTask` (ASR, PR): frame-level head trained with CTC, greedy decoding, error rates.
 - :class:`ClassificationTask` (SID, SLU): utterance-level head with one softmax per slot;
-  a prediction is right only when every slot is right.
+  a prediction is right only when every slot is right. Its head is linear up to the mean pooling,
+  so it trains on pooled statistics (each layer's mean frame per utterance) where no crop is set.
 
 A task instance holds its label vocabulary, fitted on the train split by :meth:`Task.fit_labels`;
 the engine builds a fresh instance per run. Heads read the Featurizer's output
@@ -85,6 +86,9 @@ class Task(abc.ABC):
     higher_is_better: ClassVar[bool]
     level: ClassVar[str]  # "frame" or "utterance"
     presets: ClassVar[dict[str, TaskPreset]]
+    #: The head is linear up to a mean over valid frames and has ``forward_pooled(means [B, D])``, so
+    #: it trains exactly on each layer's per-utterance mean (a pooled cache entry) instead of frames.
+    pools_linearly: ClassVar[bool] = False
 
     def preset(self, name: str) -> TaskPreset:
         """The preset called ``name`` (a fresh copy, safe to modify)."""
@@ -201,6 +205,7 @@ class ClassificationTask(Task):
 
     level = "utterance"
     slots: ClassVar[tuple[str, ...]]
+    pools_linearly = True  # SUPERB's MeanPoolingHead; a subclass with a non-linear head sets False
 
     def __init__(self) -> None:
         self.classes: list[list[str]] = []

@@ -37,6 +37,8 @@ class Benchmark:
         reference: which rows are the score's 1000 per task: ``uncompressed`` (the best row that is
             neither compressed nor the baseline, i.e. the teachers).
         description: one line for ``--help`` and the docs.
+        superb_points: the corpus is prepared with SUPERB's splits, so the table also shows SUPERB's
+            own per-task points (:mod:`leaderboard.superb_points`), comparable with published numbers.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Benchmark:
     baseline: str = FBANK
     reference: str = "uncompressed"
     description: str = ""
+    superb_points: bool = False
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -89,12 +92,15 @@ register_benchmark(Benchmark(
 register_benchmark(Benchmark(
     "librispeech-paper", ("asr", "pr"), corpus="librispeech", schedule="paper",
     description="SUPERB ASR and PR: LibriSpeech train-clean-100 / dev-clean / test-clean",
+    superb_points=True,
 ))  # fmt: skip
 register_benchmark(Benchmark(
     "voxceleb1-paper", ("sid",), corpus="voxceleb1", schedule="paper",
     description="SUPERB SID: VoxCeleb1 identification split",
+    superb_points=True,
 ))  # fmt: skip
 register_benchmark(Benchmark(
     "fluent_commands-paper", ("slu",), corpus="fluent_commands", schedule="paper",
     description="SUPERB IC: Fluent Speech Commands intents",
+    superb_points=True,
 ))  # fmt: skip

@@ -45,6 +45,11 @@ class MeanPoolingHead(nn.Module):
         pooled = (x * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
         return self.output(pooled)
 
+    def forward_pooled(self, means: torch.Tensor) -> torch.Tensor:
+        """``[batch, D]`` mean frames -> the logits :meth:`forward` gives for those frames (the
+        projection is affine, so it commutes with the mean)."""
+        return self.output(self.projector(means))
+
 
 @register_task("sid")
 class SID(ClassificationTask):

@@ -111,6 +111,64 @@ def test_librispeech_writes_asr_and_pr(tmp_path):
     assert info.params["splits"]["train"] == ["train-clean-100"] and info.params["skipped"] == []
 
 
+#: A tiny lexicon in librispeech-lexicon.txt's form (stress digits, a second pronunciation of THE).
+TINY_LEXICON = """\
+THE\tDH AH0
+THE\tDH IY1
+CAT\tK AE1 T
+SAT\tS AE1 T
+ON\tAA1 N
+MAT\tM AE1 T
+A\tAH0
+QUICK\tK W IH1 K
+BROWN\tB R AW1 N
+FOX\tF AA1 K S
+SHE\tSH IY1
+READ\tR EH1 D
+BOOK\tB UH1 K
+"""
+
+
+def test_librispeech_pr_in_superbs_phone_set_from_the_lexicon(tmp_path):
+    build_librispeech(tmp_path / "corpora")
+    lexicon = tmp_path / "librispeech-lexicon.txt"
+    lexicon.write_text(TINY_LEXICON + "ALOUD\tAH0 L AW1 D\n")
+    out = tmp_path / "out"
+    assert harness_main(["corpus", "prepare", "librispeech", "--root", str(tmp_path / "corpora"), "--out", str(out),
+                         "--lexicon", str(lexicon)]) == 0  # fmt: skip
+    asr, pr = check_rows(out, "asr", "train"), check_rows(out, "pr", "train")
+    expected = {"THE CAT SAT ON THE MAT": "DH AH K AE T S AE T AA N DH AH M AE T",
+                "A QUICK BROWN FOX": "AH K W IH K B R AW N F AA K S",
+                "SHE READ THE BOOK ALOUD": "SH IY R EH D DH AH B UH K AH L AW D"}  # fmt: skip
+    for a, p in zip(asr, pr, strict=True):
+        assert p["transcription"] == expected[a["transcription"]]
+    params = CorpusInfo.read(out).params
+    assert params["phone_set"] == "arpabet-no-stress (librispeech lexicon)" and params["lexicon"]["words"] == 13
+    espeak = PREPARERS.get("librispeech")(tmp_path / "corpora", tmp_path / "ipa")
+    assert CorpusInfo.read(espeak).params["phone_set"] == "ipa (espeak-ng en-us)"
+
+
+def test_librispeech_words_missing_from_the_lexicon_are_reported(tmp_path, caplog):
+    build_librispeech(tmp_path / "corpora")
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text(TINY_LEXICON)  # no ALOUD
+    with pytest.raises(ManifestError, match="words missing from the lexicon") as failure:
+        PREPARERS.get("librispeech")(tmp_path / "corpora", tmp_path / "out", lexicon=lexicon)
+    assert "word(s) ALOUD not in the lexicon" in str(failure.value) and "--skip-bad" in str(failure.value)
+    out = PREPARERS.get("librispeech")(tmp_path / "corpora", tmp_path / "out", lexicon=lexicon, skip_bad=True)
+    skipped = CorpusInfo.read(out).params["skipped"]
+    assert skipped and all("ALOUD" in entry["reason"] for entry in skipped)
+    kept = [row["transcription"] for split in ("train", "valid", "test") for row in check_rows(out, "asr", split)]
+    assert kept and not any("ALOUD" in text for text in kept)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("THE DH AH0\nCAT\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: word 'CAT' has no phones"):
+        PREPARERS.get("librispeech")(tmp_path / "corpora", tmp_path / "out2", lexicon=bad)
+    assert harness_main(["corpus", "prepare", "voxceleb1", "--root", str(tmp_path), "--out", str(tmp_path / "v"),
+                         "--lexicon", str(lexicon)]) == 2  # fmt: skip
+    assert "only librispeech takes a lexicon" in caplog.text
+
+
 def test_librispeech_bad_audio_fails_then_skips(tmp_path):
     root = build_librispeech(tmp_path, subsets=("train-clean-100", "dev-clean", "test-clean"))
     broken = root / "dev-clean/200/10/200-10-0001.flac"

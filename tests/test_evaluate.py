@@ -106,11 +106,14 @@ def test_evaluate_fbank_and_a_registered_upstream_on_all_tasks(synth_corpus, tmp
     assert len(by_key[(TINY, "sid")]["layer_weights"]) == 3
     # ASR, PR and SID read the same audio: only the first of them extracted anything
     assert by_key[(TINY, "asr")]["timing"]["extraction_s"] > 0
-    for task in ("pr", "sid"):
-        assert by_key[(TINY, task)]["timing"]["feature_cache_hits"] == {"train": True, "valid": True, "test": True}
+    assert by_key[(TINY, "pr")]["timing"]["feature_cache_hits"] == {"train": True, "valid": True, "test": True}
+    # SID and SLU train on pooled statistics; SID's were averaged from the cached frames (built == 1 above)
+    for task, kind in (("asr", "frames"), ("pr", "frames"), ("sid", "pooled"), ("slu", "pooled")):
+        assert by_key[(TINY, task)]["timing"]["feature_kind_by_split"] == dict.fromkeys(("train", "valid", "test"), kind)
     assert by_key[(TINY, "slu")]["timing"]["extraction_s"] > 0
     entries = [p for p in (tmp_path / "cache" / "features").glob("*/*") if not p.name.startswith(".")]
-    assert len(entries) == 2 * 2 * 3  # upstreams x audio sets (sentences, commands) x splits
+    # upstreams x (sentence frames for asr/pr, their means for sid, command means for slu) x splits
+    assert len(entries) == 2 * 3 * 3
 
     # a second run is served from the cache: the upstream is not even built
     assert _run("--upstream", TINY, "--tasks", "sid", *common) == 0

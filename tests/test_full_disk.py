@@ -110,7 +110,8 @@ def test_a_full_feature_cache_is_one_line_naming_the_cache(synth_corpus, tmp_pat
     def full(*args, **kwargs):
         raise FULL
 
-    monkeypatch.setattr(harness.features, "_write_features", full)
+    for kind in harness.features.ENTRY_KINDS:  # SID reads pooled statistics, made as frames are
+        monkeypatch.setitem(harness.features.WRITERS, kind, full)
     command = ["evaluate", "--upstream", "fbank", "--tasks", "sid", "--corpus", str(synth_corpus), "--max-steps", "1",
                "--cache", str(tmp_path / "cache"), "--records", str(tmp_path / "records")]  # fmt: skip
     with caplog.at_level(logging.ERROR):

@@ -42,6 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument(
         "--skip-bad", action="store_true", help="leave out unreadable audio files (listed in corpus.json) instead of failing"
     )
+    prepare.add_argument(
+        "--lexicon", default=None, metavar="PATH",
+        help="librispeech only: LibriSpeech's librispeech-lexicon.txt, for PR in SUPERB's phone set (ARPAbet, stress "
+        "removed); without it PR uses eSpeak NG IPA phones",
+    )  # fmt: skip
     prepare.set_defaults(func=_prepare)
 
 
@@ -63,8 +68,13 @@ def _prepare(args: argparse.Namespace) -> int:
     from tasks.corpora import PREPARERS
 
     PREPARERS.get(args.name)  # an unknown name lists the known ones
+    options = {"skip_bad": args.skip_bad}
+    if args.lexicon is not None:
+        if args.name != "librispeech":
+            raise ValueError(f"--lexicon: only librispeech takes a lexicon (for its PR phones), not {args.name}")
+        options["lexicon"] = args.lexicon
     check_directories(out=args.out)
 
-    root = PREPARERS.get(args.name)(args.root, args.out, skip_bad=args.skip_bad)
+    root = PREPARERS.get(args.name)(args.root, args.out, **options)
     logger.info("%s manifests ready at %s", args.name, root)
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness.commands import check_directories, default_of, defaulted, set_torch_threads
 from harness.devices import DEVICE_HELP
-from harness.evaluate_config import EvaluateConfig
+from harness.evaluate_config import UTTERANCE_FEATURES, EvaluateConfig
 from tasks.benchmarks import DEFAULT_BENCHMARK, get_benchmark
 from tasks.corpora.resolve import DEFAULT_CORPUS, resolve_corpus
 from tasks.schedules import SCHEDULES, schedule_help
@@ -61,6 +61,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--extract-dtype", choices=["float32", "bfloat16", "float16"],
                         **defaulted(D, "extract_dtype", "autocast precision of feature extraction"))
     parser.add_argument("--extract-batch-seconds", type=float, **defaulted(D, "extract_batch_seconds", "padded audio seconds per extraction batch"))
+    parser.add_argument("--cache-budget", type=float, default=None, metavar="GB",
+                        help="feature cache a run may add, in GB (default: half the free space of --cache); a split's "
+                        "frames that do not fit are extracted online, inside training, and never stored")
+    parser.add_argument("--plan", action="store_true",
+                        help="print each task's features (pooled / cached frames / online), the cache they add against "
+                        "the budget and free space, and the extraction time estimate; train nothing")
+    parser.add_argument("--utterance-features", choices=UTTERANCE_FEATURES,
+                        **defaulted(D, "utterance_features", "what utterance-level heads (sid, slu) train on: auto = "
+                                    "each layer's mean frame per utterance where the head makes that exact (the same "
+                                    "logits at a fraction of the cache and time), frames = always the frames"))
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
     parser.set_defaults(func=run)
@@ -80,12 +90,15 @@ def command_line(args: argparse.Namespace) -> str:
         words += ["--max-steps", str(args.max_steps)]
     if args.extract_dtype != default_of(D, "extract_dtype"):
         words += ["--extract-dtype", args.extract_dtype]
+    if args.utterance_features != default_of(D, "utterance_features"):
+        words += ["--utterance-features", args.utterance_features]
     return shlex.join(words)
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.devices import resolve_device
     from harness.evaluate import check_checkpoint, check_upstream_name, evaluate
+    from harness.plan import resolve_budget
     from tasks.registry import get_task
 
     # every option is checked before any work (corpus generation, model loading, extraction)
@@ -102,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--extract-batch-seconds must be > 0, got {args.extract_batch_seconds:g}")
     resolve_device(args.device)
     check_directories(records=args.records, cache=args.cache)
+    resolve_budget(args.cache, args.cache_budget)  # a budget larger than the free space fails here
     set_torch_threads(args.threads)
     config = EvaluateConfig(
         upstream=args.upstream,
@@ -117,9 +131,16 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         extract_dtype=args.extract_dtype,
         extract_batch_seconds=args.extract_batch_seconds,
+        utterance_features=args.utterance_features,
+        cache_budget_gb=args.cache_budget,
         command=command_line(args),
         trust_checkpoint=args.trust_checkpoint,
     )
+    if args.plan:
+        from harness.evaluate import plan
+
+        print(plan(config))
+        return 0
     paths = evaluate(config)
     for path in paths:
         print(path)

@@ -74,11 +74,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", default="auto",
                         help="parallel worker processes; compressions and evaluations overlap (default auto: "
                         "2 on a CPU with 2+ cores, 1 with a GPU)")
+    parser.add_argument("--cache-budget", type=float, default=None, metavar="GB",
+                        help="feature cache each evaluation may add, in GB (default: half the free space of --cache); "
+                        "frames that do not fit are extracted online")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the compressions, the evaluations still to run and the teacher's feature plan "
+                        "(cache against budget and free space, extraction time); run nothing")
     parser.set_defaults(func=_run)  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.run import RunConfig, run
+    from harness.run import RunConfig, plan_run, run
 
     sparsities = None
     if args.sparsity is not None:
@@ -114,8 +120,12 @@ def _run(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         seed=args.seed,
         max_steps=args.max_steps,
+        cache_budget_gb=args.cache_budget,
         command=portable_command(shlex.join(["harness", *sys.argv[1:]])) if sys.argv[0].endswith("harness") else None,
     )
+    if args.plan:
+        print(plan_run(config))  # noqa: T201 - the plan is this command's output
+        return 0
     return run(config)
 
 

@@ -5,9 +5,17 @@ Standard layout (ROOT may be the ``LibriSpeech`` folder or the folder it was unp
     ROOT/{train-clean-100,dev-clean,test-clean,...}/SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac
     ROOT/{...}/SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt      # "SPEAKER-CHAPTER-UTT TEXT" lines
 
-ASR transcriptions are the upper-case texts. PR transcriptions are space-separated IPA phones
-from the eSpeak NG phonemizer that also made SynthSpeech's phones (:func:`tasks.corpora.espeak.phonemize`),
-computed here once, offline.
+ASR transcriptions are the upper-case texts. PR transcriptions are space-separated phones:
+
+- with ``lexicon`` (``harness corpus prepare librispeech --lexicon PATH``), SUPERB's phone set:
+  each word's first pronunciation in LibriSpeech's ``librispeech-lexicon.txt`` (from its
+  language-model resources; ``WORD PH1 PH2 ...`` per line), ARPAbet with the stress digits
+  stripped as Kaldi's recipe does (``AH0`` -> ``AH``). An utterance with a word the lexicon lacks
+  is reported (and left out only with ``--skip-bad``), never phonemized without that word;
+- without one, IPA phones from the eSpeak NG phonemizer that also made SynthSpeech's phones
+  (:func:`tasks.corpora.espeak.phonemize`), computed here once, offline.
+
+``corpus.json`` says which phone set the PR manifests use (``params.phone_set``).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from core.files import sha256_file
+from core.paths import portable_path
 from tasks.corpora.espeak import phonemize
 from tasks.corpora.prepare_common import (
     BadFile,
@@ -56,11 +66,42 @@ def default_splits(subsets: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return splits
 
 
+#: ``params.phone_set`` of corpus.json: which phones the PR manifests hold.
+PHONE_SETS = {"lexicon": "arpabet-no-stress (librispeech lexicon)", "espeak": "ipa (espeak-ng en-us)"}
+STRESS = re.compile(r"[0-9]+$")
+
+
+def read_lexicon(path: str | os.PathLike) -> dict[str, tuple[str, ...]]:
+    """``WORD PH1 PH2 ...`` per line -> upper-case word -> phones without stress digits.
+
+    The first pronunciation of a word wins (the lexicon lists variants on later lines).
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file (and the line of a word without phones).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--lexicon {path}: no such file (LibriSpeech's librispeech-lexicon.txt)")
+    lexicon: dict[str, tuple[str, ...]] = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            word, *phones = line.split()
+            if not phones:
+                raise ValueError(f"--lexicon {path}:{number}: word {word!r} has no phones; expected 'WORD PH1 PH2 ...'")
+            lexicon.setdefault(word.upper(), tuple(STRESS.sub("", phone) for phone in phones))
+    if not lexicon:
+        raise ValueError(f"--lexicon {path}: no entries")
+    return lexicon
+
+
 def prepare_librispeech(
     root: str | os.PathLike,
     out: str | os.PathLike,
     skip_bad: bool = False,
     splits: Mapping[str, str | Sequence[str]] | None = None,
+    lexicon: str | os.PathLike | None = None,
 ) -> Path:
     """Write ``asr`` and ``pr`` manifests for LibriSpeech under ``out``; returns ``out``.
 
@@ -70,6 +111,8 @@ def prepare_librispeech(
         skip_bad: leave out unusable audio (listed in ``corpus.json``) instead of failing.
         splits: split -> subset name(s), e.g. ``{"train": ["train-clean-100", "train-clean-360"]}``;
             splits not given keep :func:`default_splits`.
+        lexicon: LibriSpeech's ``librispeech-lexicon.txt``: PR in SUPERB's phone set (see the module
+            docstring); None: eSpeak NG IPA.
 
     Raises:
         ManifestError: ``root`` is not LibriSpeech, a subset is missing, or bad audio without ``skip_bad``.
@@ -92,6 +135,7 @@ def prepare_librispeech(
             EXPECTED_LAYOUT,
         )
 
+    words = read_lexicon(lexicon) if lexicon is not None else None  # a bad lexicon fails before any audio is read
     utterances, bad = [], []
     for split, names in chosen.items():
         for name in names:
@@ -100,20 +144,35 @@ def prepare_librispeech(
             bad += unusable
     good, unreadable = check_audio(utterances, "librispeech")
     skipped = handle_bad(bad + unreadable, "librispeech", corpus_root, skip_bad)  # fail before phonemizing
-    phones = phonemize_texts(sorted({utt.fields["transcription"] for utt in good}))
+    texts = sorted({utt.fields["transcription"] for utt in good})
+    if words is not None:
+        phones, missing = lexicon_phones(texts, words)
+        unknown = [
+            BadFile(utt.path, f"word(s) {', '.join(missing[utt.fields['transcription']])} not in the lexicon {lexicon}")
+            for utt in good
+            if utt.fields["transcription"] in missing
+        ]
+        skipped += handle_bad(unknown, "librispeech", corpus_root, skip_bad, "utterance(s) with words missing from the lexicon")
+    else:
+        phones = phonemize_texts(texts)
     no_phones = [
         BadFile(utt.path, f"transcript {utt.fields['transcription']!r} gives no phones")
         for utt in good
-        if not phones[utt.fields["transcription"]]
+        if utt.fields["transcription"] in phones and not phones[utt.fields["transcription"]]
     ]
     skipped += handle_bad(no_phones, "librispeech", corpus_root, skip_bad)
 
     tables: dict[tuple[str, str], list[dict]] = {}
     for utt in good:
-        if phones[utt.fields["transcription"]]:
+        if phones.get(utt.fields["transcription"]):
             tables.setdefault(("asr", utt.split), []).append(utt.row())
             tables.setdefault(("pr", utt.split), []).append(utt.row(transcription=phones[utt.fields["transcription"]]))
-    params = {"splits": {k: list(v) for k, v in chosen.items()}, "phonemizer": "espeak-ng en-us", "skipped": skipped}
+    params = {"splits": {k: list(v) for k, v in chosen.items()}, "skipped": skipped}
+    if words is not None:
+        params |= {"phone_set": PHONE_SETS["lexicon"], "phonemizer": "lexicon",
+                   "lexicon": {"path": portable_path(lexicon), "sha256": sha256_file(lexicon), "words": len(words)}}  # fmt: skip
+    else:
+        params |= {"phone_set": PHONE_SETS["espeak"], "phonemizer": "espeak-ng en-us"}
     columns = {"asr": ["transcription"], "pr": ["transcription"]}
     return write_corpus(out, "librispeech", corpus_root, tables, columns, params)
 
@@ -140,6 +199,20 @@ def read_subset(subset_dir: Path, split: str) -> tuple[list[Utterance], list[Bad
     if not utterances and not bad:
         logger.warning("librispeech: %s holds no transcripts", subset_dir)
     return utterances, bad
+
+
+def lexicon_phones(texts: Sequence[str], lexicon: Mapping[str, tuple[str, ...]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Phones of each text whose words are all in ``lexicon``, and the missing words of the others."""
+    phones, missing = {}, {}
+    for text in texts:
+        absent = sorted({word for word in text.split() if word not in lexicon})
+        if absent:
+            missing[text] = absent
+        else:
+            phones[text] = " ".join(phone for word in text.split() for phone in lexicon[word])
+    if missing:
+        logger.warning("librispeech: %d transcript(s) hold words missing from the lexicon", len(missing))
+    return phones, missing
 
 
 def phonemize_texts(texts: Sequence[str]) -> dict[str, str]:

@@ -120,8 +120,13 @@ def check_audio(utterances: Sequence[Utterance], corpus: str) -> tuple[list[Utte
     return good, bad
 
 
-def handle_bad(bad: Sequence[BadFile], corpus: str, root: str | os.PathLike, skip_bad: bool) -> list[dict[str, str]]:
+def handle_bad(
+    bad: Sequence[BadFile], corpus: str, root: str | os.PathLike, skip_bad: bool, what: str = "bad audio file(s)"
+) -> list[dict[str, str]]:
     """Raise for bad files unless ``skip_bad``; return them as ``corpus.json`` entries.
+
+    ``what`` names them in the message (``bad audio file(s)``, ``utterance(s) with words missing
+    from the lexicon``, ...).
 
     Raises:
         ManifestError: naming the first :data:`MAX_LISTED_BAD` files, counting the rest, and
@@ -132,12 +137,12 @@ def handle_bad(bad: Sequence[BadFile], corpus: str, root: str | os.PathLike, ski
         if len(bad) > MAX_LISTED_BAD:
             lines.append(f"  ... and {len(bad) - MAX_LISTED_BAD} more")
         raise ManifestError(
-            f"{corpus} at {root}: {len(bad)} bad audio file(s):\n" + "\n".join(lines) + "\n"
+            f"{corpus} at {root}: {len(bad)} {what}:\n" + "\n".join(lines) + "\n"
             "Repair or remove them, or pass --skip-bad (skip_bad=True) to leave them out; "
             "skipped files are listed in corpus.json."
         )
     if bad:
-        logger.warning("%s: leaving out %d bad audio file(s), listed in corpus.json params.skipped", corpus, len(bad))
+        logger.warning("%s: leaving out %d %s, listed in corpus.json params.skipped", corpus, len(bad), what)
     return [{"path": str(b.path), "reason": b.reason} for b in bad]
 
 
