@@ -28,9 +28,14 @@ version), the entry's kind (for pooled entries) and the *set* of audio identitie
 corpus' ``checksums.sha256`` when it has one, else ``path|size|mtime``. Task names do not enter
 the key, so ASR, PR and SID share an entry when their manifests list the same audio.
 
-An entry is filled in a temporary sibling directory and renamed into place only when complete,
-so a crash never leaves a partial entry under a real key; an entry that fails its size checks
-(e.g. copied half-way by hand) is ignored, moved aside and recomputed.
+An entry is filled in its partial sibling ``.partial-<key>/`` and renamed into place only when
+complete, so a crash never leaves a partial entry under a real key. One process fills an entry at a
+time (a file lock beside it; the others wait, then read it). The partial directory is written in
+chunks (:class:`Progress`): every :data:`CHUNK_BYTES` the data is fsynced and the chunk listed with
+its SHA-256, so a killed extraction resumes from its last verified chunk, streams to disk and
+never holds a whole entry in memory; a chunk that fails its check is recomputed, never used. An
+entry that fails its size checks (e.g. copied half-way by hand) is ignored, moved aside and
+recomputed.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from tqdm import tqdm
 
 from core.files import naming_write_failures, sha256_file, sha256_tree, write_json
@@ -292,42 +298,53 @@ class FeatureCache:
         for path, identity, duration in zip(wav_paths, identities, durations, strict=True):
             unique.setdefault(identity, (path, float(duration)))
         start = time.perf_counter()
-        frames = self.load(entry_key(spec, identities)) if kind == "pooled" else None
-        if frames is not None:
-            logger.info("features %s (pooled): averaging the cached frames of %s", description, frames.directory)
-            items, shape = _frames_from_entry(frames, unique), _Shape.of(frames)
-        else:
-            shape = _Shape()
-            items = _extracted_frames(spec, unique, build_upstream(), device, batch_seconds, description, shape)
-        with naming_write_failures(self.entry_dir(key), hint="free some space there, or give another --cache"):
-            self._fill(key, lambda tmp: WRITERS[kind](tmp, items, shape, spec, device, len(unique)))
-        seconds = time.perf_counter() - start
-        found = self.load(key, kind)
-        if found is None:
-            raise RuntimeError(f"feature cache entry {self.entry_dir(key)} vanished right after it was written")
-        return found, seconds
-
-    def _fill(self, key: str, write: Callable[[Path], dict[str, Any]]) -> None:
-        """Write entry ``key`` with ``write(tmp) -> meta`` in a temporary sibling, then rename it into place."""
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         self._clean_abandoned(final.parent)
-        tmp = final.parent / f".tmp-{key[:16]}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            meta = write(tmp)
-            write_json(tmp / "meta.json", meta)
-            if final.exists() and not (final / "meta.json").is_file():
-                logger.warning("replacing unfinished feature cache entry %s", final)
-                _remove_dir(final)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / "meta.json").is_file():
-                    raise
-                logger.info("another process finished cache entry %s first; using it", final)
-        finally:
-            _remove_dir(tmp)
+        with naming_write_failures(final, hint="free some space there, or give another --cache"):
+            with FileLock(str(final.parent / f".{key}.lock")):  # one writer per entry; the others wait, then read it
+                found = self.load(key, kind)
+                if found is None:
+                    self._fill(key, kind, spec, unique, build_upstream, device, batch_seconds, description)
+                    found = self.load(key, kind)
+        if found is None:
+            raise RuntimeError(f"feature cache entry {final} vanished right after it was written")
+        return found, time.perf_counter() - start
+
+    def _fill(
+        self,
+        key: str,
+        kind: str,
+        spec: UpstreamSpec,
+        unique: dict[str, tuple[str, float]],
+        build_upstream: Callable[[], torch.nn.Module],
+        device: str,
+        batch_seconds: float,
+        description: str,
+    ) -> None:
+        """Write entry ``key`` in its partial sibling, resuming from its last verified chunk, then rename
+        it into place (called with the entry's lock held)."""
+        final = self.entry_dir(key)
+        partial = final.parent / f".partial-{key}"
+        progress = Progress.resume(partial, kind)
+        todo = {k: v for k, v in unique.items() if k not in progress.done}
+        if progress.done:
+            logger.info("features %s (%s): resuming after %d of %d utterances", description, kind, len(progress.done), len(unique))
+        frames = self.load(entry_key(spec, list(unique))) if kind == "pooled" else None
+        if frames is not None:
+            logger.info("features %s (pooled): averaging the cached frames of %s", description, frames.directory)
+            items, shape = _frames_from_entry(frames, todo), _Shape.of(frames)
+        else:
+            shape = progress.shape or _Shape()
+            module = build_upstream() if todo else None
+            items = _extracted_frames(spec, todo, module, device, batch_seconds, description, shape) if todo else iter(())
+        meta = WRITERS[kind](partial, items, shape, spec, device, len(unique), progress)
+        write_json(partial / "meta.json", meta)
+        progress.path.unlink()
+        if final.exists():
+            logger.warning("replacing unfinished feature cache entry %s", final)
+            _remove_dir(final)
+        os.rename(partial, final)
 
     @staticmethod
     def _clean_abandoned(parent: Path) -> None:
@@ -404,44 +421,162 @@ def _frames_from_entry(entry: FeatureSet, utterances: dict[str, tuple[str, float
         yield key, np.asarray(entry.get(int(row)))
 
 
+#: A chunk is committed (fsynced, hashed, listed in progress.jsonl) once it holds this many bytes.
+CHUNK_BYTES = 256 * 2**20
+
+
+class Progress:
+    """The verified chunks of a partial entry: what a resumed extraction need not compute again.
+
+    ``progress.jsonl`` starts with a header (kind, shape) and lists one chunk per line: its audio
+    keys, their frame counts, where the chunk ends in the data file (bytes for frames, rows for
+    pooled means) and the SHA-256 of its bytes. A chunk is listed only after its bytes are fsynced;
+    on resume every chunk is read back and checked, and the first one that fails (with all after
+    it) is dropped and recomputed, never used.
+    """
+
+    NAME = "progress.jsonl"
+
+    def __init__(self, directory: Path, kind: str) -> None:
+        self.directory, self.kind, self.path = directory, kind, directory / self.NAME
+        self.keys: list[str] = []
+        self.lengths: list[int] = []
+        self.end = 0
+        self.shape: _Shape | None = None
+
+    @property
+    def done(self) -> set[str]:
+        return set(self.keys)
+
+    @classmethod
+    def resume(cls, directory: Path, kind: str) -> Progress:
+        """The verified progress of ``directory`` (created empty when there is none)."""
+        progress = cls(directory, kind)
+        lines = []
+        if progress.path.is_file():
+            for line in progress.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line cut by a kill: its chunk was never complete
+        if not lines or lines[0].get("kind") != kind:
+            _remove_dir(directory)
+            directory.mkdir(parents=True)
+            return progress
+        progress.shape = _Shape(*lines[0]["shape"])
+        good = [lines[0]]
+        for number, chunk in enumerate(lines[1:], 1):
+            if _chunk_digest(directory, kind, progress.shape, progress.end, chunk["end"]) != chunk["sha256"]:
+                logger.warning("%s: chunk %d fails its check; it and what follows are recomputed", directory, number)
+                break
+            progress.keys += chunk["keys"]
+            progress.lengths += chunk["lengths"]
+            progress.end = chunk["end"]
+            good.append(chunk)
+        progress.path.write_text("".join(json.dumps(line) + "\n" for line in good), encoding="utf-8")
+        return progress
+
+    def commit(self, keys: list[str], lengths: list[int], end: int, sha256: str, shape: _Shape) -> None:
+        """List a chunk whose bytes are on disk (fsynced by the caller)."""
+        with open(self.path, "a", encoding="utf-8") as out:
+            if self.shape is None:
+                self.shape = shape
+                out.write(json.dumps({"kind": self.kind, "shape": [shape.layers, shape.dim, shape.stride]}) + "\n")
+            out.write(json.dumps({"keys": keys, "lengths": lengths, "end": end, "sha256": sha256}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        self.keys += keys
+        self.lengths += lengths
+        self.end = end
+
+
+def _chunk_digest(directory: Path, kind: str, shape: _Shape, start: int, end: int) -> str | None:
+    """SHA-256 of the bytes of a chunk as they are on disk; None when they are not all there."""
+    try:
+        if kind == "frames":
+            with open(directory / "features.f16", "rb") as data:
+                data.seek(start)
+                chunk = data.read(end - start)
+            return hashlib.sha256(chunk).hexdigest() if len(chunk) == end - start else None
+        means = np.load(directory / "means.npy", mmap_mode="r")
+        return hashlib.sha256(np.ascontiguousarray(means[start:end]).tobytes()).hexdigest() if end <= len(means) else None
+    except (OSError, ValueError):
+        return None
+
+
 def _write_frames(
-    directory: Path, items: Iterator[tuple[str, np.ndarray]], shape: _Shape, spec: UpstreamSpec, device: str, total: int
+    directory: Path, items: Iterator[tuple[str, np.ndarray]], shape: _Shape, spec: UpstreamSpec, device: str, total: int,
+    progress: Progress,
 ) -> dict[str, Any]:
-    """Stream float16 frames to ``features.f16``; returns the entry's meta."""
-    keys, lengths = [], []
-    with open(directory / "features.f16", "wb") as out:
+    """Append float16 frames to ``features.f16`` after the verified chunks, committing every
+    :data:`CHUNK_BYTES`; returns the entry's meta."""
+    path = directory / "features.f16"
+    with open(path, "r+b" if path.exists() else "wb") as out:
+        out.truncate(progress.end)
+        out.seek(progress.end)
+        keys, lengths, digest = [], [], hashlib.sha256()
+
+        def commit() -> None:
+            out.flush()
+            os.fsync(out.fileno())
+            progress.commit(keys[:], lengths[:], out.tell(), digest.hexdigest(), shape)
+            keys.clear()
+            lengths.clear()
+
         for key, frames in items:
-            out.write(np.ascontiguousarray(frames).tobytes())
+            data = np.ascontiguousarray(frames).tobytes()
+            out.write(data)
+            digest.update(data)
             keys.append(key)
             lengths.append(len(frames))
-        out.flush()
-        os.fsync(out.fileno())
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            if out.tell() - progress.end >= CHUNK_BYTES:
+                commit()
+                digest = hashlib.sha256()
+        if keys:
+            commit()
+    offsets = np.concatenate([[0], np.cumsum(progress.lengths)]).astype(np.int64)
     np.save(directory / "offsets.npy", offsets)
-    write_json(directory / "keys.json", keys)
-    return {**_meta(spec, shape, device, len(keys)), "kind": "frames", "total_frames": int(offsets[-1]), "dtype": "float16"}
+    write_json(directory / "keys.json", progress.keys)
+    return {**_meta(spec, shape, device, len(progress.keys)), "kind": "frames", "total_frames": int(offsets[-1]),
+            "dtype": "float16"}  # fmt: skip
 
 
 def _write_pooled(
-    directory: Path, items: Iterator[tuple[str, np.ndarray]], shape: _Shape, spec: UpstreamSpec, device: str, total: int
+    directory: Path, items: Iterator[tuple[str, np.ndarray]], shape: _Shape, spec: UpstreamSpec, device: str, total: int,
+    progress: Progress,
 ) -> dict[str, Any]:
-    """Each utterance's per-layer mean frame into ``means.npy`` (a float32 memmap filled in place)."""
-    keys, lengths = [], []
-    means = None
+    """Each utterance's per-layer mean frame into ``means.npy`` (a float32 memmap filled in place),
+    after the verified chunks, committing every :data:`CHUNK_BYTES`."""
+    path = directory / "means.npy"
+    means = np.lib.format.open_memmap(path, mode="r+") if progress.end else None
+    keys, lengths, row = [], [], progress.end
     for key, frames in items:
         if means is None:  # the shape is known once the first batch has run
-            means = np.lib.format.open_memmap(directory / "means.npy", mode="w+", dtype=np.float32,
-                                              shape=(total, shape.layers, shape.dim))  # fmt: skip
-        means[len(keys)] = frame_means(frames)
+            means = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(total, shape.layers, shape.dim))
+        means[row] = frame_means(frames)
+        row += 1
         keys.append(key)
         lengths.append(len(frames))
-    if means is None or len(keys) != total:
-        raise RuntimeError(f"pooled entry {directory}: {len(keys)} of {total} utterances came back from extraction")
+        if (row - progress.end) * shape.layers * shape.dim * 4 >= CHUNK_BYTES:
+            _commit_rows(means, path, progress, keys, lengths, row, shape)
+            keys, lengths = [], []
+    if keys:
+        _commit_rows(means, path, progress, keys, lengths, row, shape)
+    if len(progress.keys) != total:
+        raise RuntimeError(f"pooled entry {directory}: {len(progress.keys)} of {total} utterances came back from extraction")
+    np.save(directory / "lengths.npy", np.asarray(progress.lengths, dtype=np.int64))
+    write_json(directory / "keys.json", progress.keys)
+    return {**_meta(spec, shape, device, len(progress.keys)), "kind": "pooled", "total_frames": int(sum(progress.lengths)),
+            "dtype": "float32"}  # fmt: skip
+
+
+def _commit_rows(means: np.memmap, path: Path, progress: Progress, keys: list, lengths: list, row: int, shape: _Shape) -> None:
+    """Flush and fsync the pooled rows written since the last chunk, then list them as a chunk."""
     means.flush()
-    del means
-    np.save(directory / "lengths.npy", np.asarray(lengths, dtype=np.int64))
-    write_json(directory / "keys.json", keys)
-    return {**_meta(spec, shape, device, len(keys)), "kind": "pooled", "total_frames": int(sum(lengths)), "dtype": "float32"}
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+    digest = hashlib.sha256(np.ascontiguousarray(means[progress.end : row]).tobytes()).hexdigest()
+    progress.commit(keys, lengths, row, digest, shape)
 
 
 WRITERS = {"frames": _write_frames, "pooled": _write_pooled}

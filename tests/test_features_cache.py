@@ -197,3 +197,64 @@ def test_checkpoint_hash(tmp_path):
     # sources that are not local files are identified by their text
     assert checkpoint_hash("preset:tiny_hubert") != checkpoint_hash("torchaudio:HUBERT_BASE")
     assert checkpoint_hash("facebook/hubert-base-ls960").startswith("name:")
+
+
+class CountingUpstream(FrameUpstream):
+    """Counts the utterances it is asked for."""
+
+    def __init__(self, fail_on_batch: int | None = None) -> None:
+        super().__init__(fail_on_batch)
+        self.utterances = 0
+
+    def forward(self, wavs, wavs_len):
+        out = super().forward(wavs, wavs_len)
+        self.utterances += wavs.shape[0]
+        return out
+
+
+def _extract(cache, wavs, kind, upstream):
+    paths, durations = wavs
+    identities = [audio_identity(p, {}) for p in paths]
+    return cache.get_or_extract(SPEC, paths, identities, durations, lambda: upstream, batch_seconds=1.3, kind=kind)[0]
+
+
+def _files(entry):
+    names = ("features.f16", "offsets.npy", "keys.json") if entry.kind == "frames" else ("means.npy", "lengths.npy", "keys.json")
+    return {name: (entry.directory / name).read_bytes() for name in names}
+
+
+@pytest.mark.parametrize("kind", ["frames", "pooled"])
+def test_a_killed_extraction_resumes_from_its_last_verified_chunk(tmp_path, wavs, monkeypatch, kind):
+    import harness.features
+
+    monkeypatch.setattr(harness.features, "CHUNK_BYTES", 1)  # every utterance is a chunk
+    whole = _extract(FeatureCache(tmp_path / "whole"), wavs, kind, CountingUpstream())
+    cache = FeatureCache(tmp_path / "cache")
+    crashing = CountingUpstream(fail_on_batch=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _extract(cache, wavs, kind, crashing)
+    done = crashing.utterances  # the two batches before the crash, committed chunk by chunk
+    assert 0 < done < 5
+    resumed = CountingUpstream()
+    entry = _extract(cache, wavs, kind, resumed)
+    assert resumed.utterances == 5 - done  # only what was not committed is computed again
+    assert _files(entry) == _files(whole)  # byte for byte the uninterrupted entry
+    assert not list(entry.directory.parent.glob(".partial-*"))
+
+
+def test_a_chunk_that_fails_its_check_is_recomputed(tmp_path, wavs, monkeypatch):
+    import harness.features
+
+    monkeypatch.setattr(harness.features, "CHUNK_BYTES", 1)
+    whole = _extract(FeatureCache(tmp_path / "whole"), wavs, "frames", CountingUpstream())
+    cache = FeatureCache(tmp_path / "cache")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _extract(cache, wavs, "frames", CountingUpstream(fail_on_batch=3))
+    (partial,) = cache.root.rglob(".partial-*")
+    data = bytearray((partial / "features.f16").read_bytes())
+    data[:8] = b"\x00" * 8  # the first chunk, damaged on disk
+    (partial / "features.f16").write_bytes(bytes(data))
+    resumed = CountingUpstream()
+    entry = _extract(cache, wavs, "frames", resumed)
+    assert resumed.utterances == 5  # the damaged chunk and all after it, never used
+    assert _files(entry) == _files(whole)
