@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -45,6 +46,7 @@ from harness.features import (
 )
 from harness.online import OnlineSet
 from harness.plan import Budget, SplitPlan, entry_bytes, format_plan
+from harness.training import Runtime, setup_runtime
 from tasks.base import Task, TaskPreset
 from tasks.corpora.manifest import SPLITS, CorpusInfo, read_manifest
 from tasks.registry import get_task
@@ -254,28 +256,53 @@ class TrainResult:
 
 
 @torch.no_grad()
-def predict(model: DownstreamModel, task: Task, data: SplitData, batch_size: int, device: str) -> list:
-    """Predictions for every utterance of ``data``, in manifest order."""
+def predict(
+    model: DownstreamModel, task: Task, data: SplitData, batch_size: int, device: str, runtime: Runtime | None = None
+) -> list:
+    """Predictions for every utterance of ``data``, in manifest order. Under ``torchrun`` each rank
+    predicts every ``world_size``-th batch and all ranks get all predictions."""
     model.eval()
     order = np.argsort(data.lengths, kind="stable")
-    predictions: list = [None] * len(order)
-    for start in range(0, len(order), batch_size):
+    rank, world = (runtime.rank, runtime.world_size) if runtime else (0, 1)
+    mine: list[tuple[int, Any]] = []
+    for start in list(range(0, len(order), batch_size))[rank::world]:
         batch = order[start : start + batch_size].tolist()
         features, lengths = collate(data, batch, device)
-        for i, prediction in zip(batch, task.decode(model(features, lengths), lengths), strict=True):
-            predictions[i] = prediction
+        mine += list(zip(batch, task.decode(model(features, lengths), lengths), strict=True))
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, mine)
+        mine = [pair for part in gathered for pair in part]
+    predictions: list = [None] * len(order)
+    for i, prediction in mine:
+        predictions[i] = prediction
     return predictions
 
 
 def train_head(
-    task: Task, preset: TaskPreset, train: SplitData, valid: SplitData, lr: float, seed: int, device: str
+    task: Task,
+    preset: TaskPreset,
+    train: SplitData,
+    valid: SplitData,
+    lr: float,
+    seed: int,
+    device: str,
+    runtime: Runtime | None = None,
 ) -> TrainResult:
-    """Train Featurizer + head on ``train`` with Adam at ``lr``; keep the step best on ``valid``."""
+    """Train Featurizer + head on ``train`` with Adam at ``lr``; keep the step best on ``valid``.
+
+    Under ``torchrun`` (``runtime.world_size`` > 1) the model is wrapped in DistributedDataParallel
+    and every rank draws the same batches, trains on its ``rank``-th share of each and weighs its
+    loss by that share, so the averaged gradient is the whole batch's: the result does not depend
+    on the number of processes beyond float noise (and, with a training crop, the crops drawn).
+    """
     cfg = preset.train
     start = time.perf_counter()
+    rank, world = (runtime.rank, runtime.world_size) if runtime else (0, 1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = DownstreamModel(train.features, task.build_head(train.features.hidden_size, preset.head)).to(device)
+    forward = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     max_frames = None
     if cfg.max_train_seconds is not None:
@@ -283,22 +310,32 @@ def train_head(
     batches = bucketed_batches(train.lengths, cfg.batch_size, rng)
     best_value, best_step, best_metrics, best_state, best_weights = None, 0, {}, {}, []
     history: list[dict[str, Any]] = []
-    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {task.name} lr={lr:g}", unit="step")
+    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {task.name} lr={lr:g}", unit="step", disable=rank != 0 or None)
     for step in bar:
         model.train()
         total_loss = 0.0
         for _ in range(cfg.grad_accum):
             batch = next(batches)
-            features, lengths = collate(train, batch, device, max_frames, rng)
-            loss = task.loss(model(features, lengths), lengths, [train.targets[i] for i in batch]) / cfg.grad_accum
+            part, weight = batch, 1.0 / cfg.grad_accum
+            crops = rng
+            if world > 1:  # the batch order stays the same on every rank; crops come from the rank's own stream
+                part = batch[rank::world] or batch[:1]
+                weight *= world * len(batch[rank::world]) / len(batch)
+                crops = np.random.default_rng([seed, step, rank])
+            features, lengths = collate(train, part, device, max_frames, crops)
+            loss = task.loss(forward(features, lengths), lengths, [train.targets[i] for i in part]) * weight
             loss.backward()
-            total_loss += float(loss.detach())
+            total_loss += float(loss.detach()) / world
+        if world > 1:
+            total = torch.tensor([total_loss])
+            dist.all_reduce(total)
+            total_loss = float(total)
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{total_loss:.3f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics = task.score(valid.references, predict(model, task, valid, cfg.eval_batch_size, device))
+            metrics = task.score(valid.references, predict(model, task, valid, cfg.eval_batch_size, device, runtime))
             history.append({"step": step, "train_loss": total_loss, **{f"valid_{k}": v for k, v in metrics.items()}})
             logger.info("%s lr=%g step %d: loss %.3f, valid %s", task.name, lr, step, total_loss, _fmt(metrics))
             if task.is_better(metrics[task.main_metric], best_value):
@@ -350,6 +387,7 @@ def load_split(
     kind: str = "frames",
     budget: Budget | None = None,
     shape: Callable[[], tuple[int, int, int]] | None = None,
+    runtime: Runtime | None = None,
 ) -> tuple[SplitData, float]:
     """Manifest rows, references and features (of ``kind``) of one split; returns extraction seconds too.
 
@@ -372,7 +410,7 @@ def load_split(
     features, seconds = cache.get_or_extract(
         spec, list(frame["wav_path"]), identities, list(frame["duration"].astype(float)), upstream,
         device=device, batch_seconds=config.extract_batch_seconds, description=f"{task.manifest_task}/{split}",
-        kind=kind,
+        kind=kind, rank=runtime.rank if runtime else 0, world_size=runtime.world_size if runtime else 1,
     )
     data = SplitData(features, features.rows(identities), task.references(frame), list(frame["id"]))
     return data, seconds
@@ -392,6 +430,7 @@ class Session:
     cost: dict[str, Any]
     provenance: dict[str, Any]
     budget: Budget | None = None
+    runtime: Runtime | None = None  # this process's rank under torchrun
 
     def shape(self) -> tuple[int, int, int]:
         """The upstream's (layers, dim, stride), from one second of audio (cached beside the cost)."""
@@ -409,7 +448,8 @@ def setup(config: EvaluateConfig) -> Session:
         get_task(name).preset(config.preset)
     check_upstream_name(config.upstream)
     check_checkpoint(config.upstream, config.ckpt, config.trust_checkpoint)
-    device = resolve_device(config.device)
+    runtime = setup_runtime(config.device)  # joins the process group under torchrun
+    device = str(runtime.device)
     spec = UpstreamSpec(config.upstream, config.ckpt, checkpoint_hash(config.ckpt), config.extract_dtype)
     cache = FeatureCache(config.cache_dir)
     upstream = _LazyUpstream(config.upstream, config.ckpt)
@@ -431,7 +471,7 @@ def setup(config: EvaluateConfig) -> Session:
         cost = {**cost, **counted}
     return Session(
         config, device, CorpusInfo.read(config.corpus), read_checksums(config.corpus), spec, cache, upstream,
-        cost, provenance.checkpoint_provenance(config.ckpt), Budget(config.cache_dir, config.cache_budget_gb),
+        cost, provenance.checkpoint_provenance(config.ckpt), Budget(config.cache_dir, config.cache_budget_gb), runtime,
     )
 
 
@@ -471,7 +511,8 @@ def evaluate(config: EvaluateConfig) -> list[Path]:
     """Run every task of ``config``; returns the paths of the records written."""
     session = setup(config)
     kinds = {(p.task, p.split): p.kind for p in split_plans(session)}  # the plan guards the run: before any work
-    return [evaluate_task(session, get_task(name), kinds) for name in config.tasks]
+    paths = [evaluate_task(session, get_task(name), kinds) for name in config.tasks]
+    return [path for path in paths if path is not None]  # rank 0's; none on the other ranks
 
 
 def task_preset(task: Task, name: str, max_steps: int | None = None) -> TaskPreset:
@@ -491,7 +532,7 @@ def same_schedule(record: Record, task: Task, name: str, max_steps: int | None =
     return made.get("preset") == name and all(made.get(key) == value for key, value in wanted.items())
 
 
-def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str] | None = None) -> Path:
+def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str] | None = None) -> Path | None:
     """Features, labels, training (one run per learning rate), selection on valid, test, record.
 
     ``kinds`` maps (task, split) to the features planned by :func:`split_plans`; without it the
@@ -505,13 +546,14 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
         planned = kinds.get((task.name, split)) if kinds else None
         data[split], extraction[split] = load_split(
             task, config, split, session.cache, session.spec, session.upstream, session.checksums, session.device,
-            planned or kind, None if planned else session.budget, session.shape,
+            planned or kind, None if planned else session.budget, session.shape, session.runtime,
         )  # fmt: skip
     task.fit_labels(data["train"].references)
     data["train"].targets = [task.encode(ref) for ref in data["train"].references]
 
     lrs = preset.train.lr_grid if config.lr_sweep else (preset.train.lr,)
-    results = [train_head(task, preset, data["train"], data["valid"], lr, config.seed, session.device) for lr in lrs]
+    results = [train_head(task, preset, data["train"], data["valid"], lr, config.seed, session.device, session.runtime)
+               for lr in lrs]  # fmt: skip
     best = results[0]
     for result in results[1:]:
         if task.is_better(result.valid_metrics[task.main_metric], best.valid_metrics[task.main_metric]):
@@ -520,7 +562,8 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
     test_start = time.perf_counter()
     model = DownstreamModel(data["train"].features, task.build_head(data["train"].features.hidden_size, preset.head))
     model.load_state_dict(best.state)
-    predictions = predict(model.to(session.device), task, data["test"], preset.train.eval_batch_size, session.device)
+    predictions = predict(model.to(session.device), task, data["test"], preset.train.eval_batch_size, session.device,
+                          session.runtime)  # fmt: skip
     test_metrics = task.score(data["test"].references, predictions)
     per_utterance = {"metric": task.main_metric, "ids": data["test"].ids,
                      **task.utterance_counts(data["test"].references, predictions)}  # fmt: skip
@@ -534,6 +577,8 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
     }
     logger.info("%s on %s: test %s (lr %g, step %d)", config.upstream, task.name, _fmt(test_metrics), best.lr, best.best_step)
     record = _task_record(session, task, preset, data, results, best, test_metrics, timing, per_utterance)
+    if session.runtime is not None and not session.runtime.is_main:
+        return None  # under torchrun only rank 0 writes the record
     path = write_record(record, config.records_dir)
     logger.info("record written: %s", path)
     return path

@@ -279,8 +279,14 @@ class FeatureCache:
         batch_seconds: float = 64.0,
         description: str = "",
         kind: str = "frames",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> tuple[FeatureSet | PooledSet, float]:
         """Return the features of these utterances and the seconds spent extracting (0 on a hit).
+
+        Under ``torchrun`` (``world_size`` > 1, every rank calling with the same utterances) each
+        rank extracts every ``world_size``-th utterance into its own part, and rank 0 joins the
+        parts into the entry (:meth:`_fill_shared`).
 
         ``kind`` is ``frames`` (a :class:`FeatureSet`) or ``pooled`` (a :class:`PooledSet`, made from
         the frames entry of the same audio when the cache has one). ``build_upstream`` is called only
@@ -301,50 +307,63 @@ class FeatureCache:
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         self._clean_abandoned(final.parent)
+        how = (build_upstream, device, batch_seconds, description)
         with naming_write_failures(final, hint="free some space there, or give another --cache"):
-            with FileLock(str(final.parent / f".{key}.lock")):  # one writer per entry; the others wait, then read it
+            if world_size > 1:
+                self._fill_shared(key, kind, spec, unique, how, rank, world_size)
                 found = self.load(key, kind)
-                if found is None:
-                    self._fill(key, kind, spec, unique, build_upstream, device, batch_seconds, description)
+            else:
+                with FileLock(str(final.parent / f".{key}.lock")):  # one writer per entry; the others wait, then read it
                     found = self.load(key, kind)
+                    if found is None:
+                        self._write_partial(final.parent / f".partial-{key}", kind, spec, unique, how)
+                        _publish(final.parent / f".partial-{key}", final)
+                        found = self.load(key, kind)
         if found is None:
             raise RuntimeError(f"feature cache entry {final} vanished right after it was written")
         return found, time.perf_counter() - start
 
-    def _fill(
-        self,
-        key: str,
-        kind: str,
-        spec: UpstreamSpec,
-        unique: dict[str, tuple[str, float]],
-        build_upstream: Callable[[], torch.nn.Module],
-        device: str,
-        batch_seconds: float,
-        description: str,
+    def _write_partial(
+        self, partial: Path, kind: str, spec: UpstreamSpec, unique: dict[str, tuple[str, float]], how: tuple,
+        split: list[str] | None = None,
     ) -> None:
-        """Write entry ``key`` in its partial sibling, resuming from its last verified chunk, then rename
-        it into place (called with the entry's lock held)."""
-        final = self.entry_dir(key)
-        partial = final.parent / f".partial-{key}"
+        """Write the entry of ``unique`` in ``partial``, resuming from its last verified chunk; a
+        partial directory that is already complete (its meta.json written) is kept as it is. A
+        pooled entry averages the cached frames entry of ``split`` (default: ``unique``) if there is one."""
+        if (partial / "meta.json").is_file():
+            return
+        build_upstream, device, batch_seconds, description = how
         progress = Progress.resume(partial, kind)
         todo = {k: v for k, v in unique.items() if k not in progress.done}
         if progress.done:
             logger.info("features %s (%s): resuming after %d of %d utterances", description, kind, len(progress.done), len(unique))
-        frames = self.load(entry_key(spec, list(unique))) if kind == "pooled" else None
+        frames = self.load(entry_key(spec, split or list(unique))) if kind == "pooled" else None
         if frames is not None:
             logger.info("features %s (pooled): averaging the cached frames of %s", description, frames.directory)
             items, shape = _frames_from_entry(frames, todo), _Shape.of(frames)
         else:
             shape = progress.shape or _Shape()
-            module = build_upstream() if todo else None
-            items = _extracted_frames(spec, todo, module, device, batch_seconds, description, shape) if todo else iter(())
+            items = _extracted_frames(spec, todo, build_upstream(), device, batch_seconds, description, shape) if todo else iter(())
         meta = WRITERS[kind](partial, items, shape, spec, device, len(unique), progress)
         write_json(partial / "meta.json", meta)
-        progress.path.unlink()
-        if final.exists():
-            logger.warning("replacing unfinished feature cache entry %s", final)
-            _remove_dir(final)
-        os.rename(partial, final)
+        progress.path.unlink(missing_ok=True)
+
+    def _fill_shared(self, key: str, kind: str, spec: UpstreamSpec, unique: dict, how: tuple, rank: int, world: int) -> None:
+        """Rank ``rank`` of ``world`` writes every ``world``-th utterance into its part; rank 0
+        joins the parts (in rank order: the order within an entry is free) and publishes it."""
+        import torch.distributed as dist
+
+        final = self.entry_dir(key)
+        partial = final.parent / f".partial-{key}"
+        share = dict(list(unique.items())[rank::world])
+        self._write_partial(partial / f"rank-{rank}-of-{world}", kind, spec, share, how, split=list(unique))
+        dist.barrier()
+        if rank == 0:
+            joined = partial / "joined"
+            _join_parts(joined, kind, [partial / f"rank-{r}-of-{world}" for r in range(world)], spec, how[1])
+            _publish(joined, final)
+            _remove_dir(partial)
+        dist.barrier()
 
     @staticmethod
     def _clean_abandoned(parent: Path) -> None:
@@ -488,6 +507,48 @@ class Progress:
         self.keys += keys
         self.lengths += lengths
         self.end = end
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Rename a complete partial entry into place (replacing an unfinished one)."""
+    if final.exists():
+        logger.warning("replacing unfinished feature cache entry %s", final)
+        _remove_dir(final)
+    os.rename(partial, final)
+
+
+def _join_parts(out: Path, kind: str, parts: list[Path], spec: UpstreamSpec, device: str) -> None:
+    """One entry in ``out`` from the complete parts the ranks wrote, in rank order."""
+    _remove_dir(out)
+    out.mkdir(parents=True)
+    metas = [json.loads((part / "meta.json").read_text(encoding="utf-8")) for part in parts]
+    filled = [(part, meta) for part, meta in zip(parts, metas, strict=True) if meta["utterances"]]
+    first = filled[0][1]
+    shape = _Shape(first["num_layers"], first["hidden_size"], first["downsample_rate"])
+    keys = [key for part, _ in filled for key in json.loads((part / "keys.json").read_text(encoding="utf-8"))]
+    if kind == "frames":
+        lengths = np.concatenate([np.diff(np.load(part / "offsets.npy")) for part, _ in filled])
+        with open(out / "features.f16", "wb") as joined:
+            for part, _ in filled:
+                with open(part / "features.f16", "rb") as piece:
+                    shutil.copyfileobj(piece, joined, 16 * 2**20)
+            joined.flush()
+            os.fsync(joined.fileno())
+        np.save(out / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        extra = {"total_frames": int(lengths.sum()), "dtype": "float16"}
+    else:
+        lengths = np.concatenate([np.load(part / "lengths.npy") for part, _ in filled])
+        means = np.lib.format.open_memmap(out / "means.npy", mode="w+", dtype=np.float32, shape=(len(keys), shape.layers, shape.dim))
+        row = 0
+        for part, _ in filled:
+            piece = np.load(part / "means.npy", mmap_mode="r")
+            means[row : row + len(piece)] = piece
+            row += len(piece)
+        means.flush()
+        np.save(out / "lengths.npy", lengths.astype(np.int64))
+        extra = {"total_frames": int(lengths.sum()), "dtype": "float32"}
+    write_json(out / "keys.json", keys)
+    write_json(out / "meta.json", {**_meta(spec, shape, device, len(keys)), "kind": kind, **extra, "parts": len(parts)})
 
 
 def _chunk_digest(directory: Path, kind: str, shape: _Shape, start: int, end: int) -> str | None:
