@@ -405,7 +405,8 @@ def load_split(
         estimate = 0 if cached else entry_bytes(kind, durations, shape())
         kind = budget.grant(kind, cached, estimate, f"{config.corpus}: {task.manifest_task}/{split}")
     if kind == "online":
-        online = OnlineSet(list(frame["wav_path"]), identities, durations, upstream, shape(), spec.dtype)
+        online = OnlineSet(list(frame["wav_path"]), identities, durations, upstream, shape(), spec.dtype,
+                           config.extract_batch_seconds)  # fmt: skip
         return SplitData(online, online.rows(identities), task.references(frame), list(frame["id"])), 0.0
     features, seconds = cache.get_or_extract(
         spec, list(frame["wav_path"]), identities, list(frame["duration"].astype(float)), upstream,
@@ -450,7 +451,7 @@ def setup(config: EvaluateConfig) -> Session:
     check_checkpoint(config.upstream, config.ckpt, config.trust_checkpoint)
     runtime = setup_runtime(config.device)  # joins the process group under torchrun
     device = str(runtime.device)
-    spec = UpstreamSpec(config.upstream, config.ckpt, checkpoint_hash(config.ckpt), config.extract_dtype)
+    spec = UpstreamSpec(config.upstream, config.ckpt, checkpoint_hash(config.ckpt), extraction_dtype(config.extract_dtype, device))
     cache = FeatureCache(config.cache_dir)
     upstream = _LazyUpstream(config.upstream, config.ckpt)
     cost_name = f"cost-{spec.key()}-{torch.device(device).type}"
@@ -505,6 +506,14 @@ def plan(config: EvaluateConfig) -> str:
     session = setup(config)
     plans = split_plans(session)
     return format_plan(plans, session.budget, session.device, session.cost.get("real_time_factor"))
+
+
+def extraction_dtype(name: str, device: str) -> str:
+    """``--extract-dtype``: ``auto`` is bf16 autocast on a GPU that supports it, float32 elsewhere."""
+    if name != "auto":
+        return name
+    kind = torch.device(device).type
+    return "bfloat16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "float32"
 
 
 def evaluate(config: EvaluateConfig) -> list[Path]:
@@ -630,7 +639,7 @@ def _task_record(
             "lr": best.lr,
             "lr_sweep": config.lr_sweep,
             "max_steps": config.max_steps,
-            "extract_dtype": config.extract_dtype,
+            "extract_dtype": session.spec.dtype,
             "labels": task.label_state(),
         },
         seeds={"train": config.seed},

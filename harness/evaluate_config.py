@@ -30,7 +30,7 @@ class EvaluateConfig:
     records_dir: Path = RECORDS_DIR
     seed: int = 0
     max_steps: int | None = None  # caps the preset's steps (and its validation interval)
-    extract_dtype: str = "float32"
+    extract_dtype: str = "auto"  # bfloat16 on a GPU that has it, float32 elsewhere (harness.evaluate.extraction_dtype)
     extract_batch_seconds: float = 64.0
     cache_budget_gb: float | None = None  # None: harness.plan.DEFAULT_BUDGET_FRACTION of the free space
     utterance_features: str = "auto"  # "frames": utterance-level heads read frames, not pooled statistics

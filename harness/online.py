@@ -9,7 +9,9 @@ rounded to float16 exactly as the cache stores them and zero past each utterance
 cached batches are padded, so a head sees the same numbers in both modes (up to the float noise of
 batching). ``lengths`` are estimated from the manifest durations
 (``duration x 16000 / stride``) and only order the length-bucketed batches; the frames a batch
-returns come with the upstream's own lengths. A training crop (``max_frames``) cuts the audio to
+returns come with the upstream's own lengths. The upstream runs on sub-batches of at most
+``batch_seconds`` of padded audio (``--extract-batch-seconds``), as the cache's extraction does, so
+its memory stays bounded whatever the head's batch. A training crop (``max_frames``) cuts the audio to
 ``max_frames x stride`` samples at a random frame-aligned start.
 """
 
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from core.audio import SAMPLE_RATE
-from harness.features import EXTRACT_DTYPES, _check_shapes
+from harness.features import EXTRACT_DTYPES, _check_shapes, _duration_batches
 from tasks.audio import load_audio
 
 
@@ -39,6 +41,7 @@ class OnlineSet:
         upstream: Callable[[], torch.nn.Module],
         shape: tuple[int, int, int],
         dtype: str = "float32",
+        batch_seconds: float = 64.0,
     ) -> None:
         unique: dict[str, tuple[str, float]] = {}
         for path, identity, duration in zip(wav_paths, identities, durations, strict=True):
@@ -51,6 +54,7 @@ class OnlineSet:
         )
         self.upstream = upstream
         self.autocast_dtype = EXTRACT_DTYPES[dtype]
+        self.batch_seconds = batch_seconds
         self._row = {key: i for i, key in enumerate(self.keys)}
 
     def __len__(self) -> int:
@@ -73,6 +77,18 @@ class OnlineSet:
                     start = (int(rng.integers(room + 1)) if rng is not None else 0) * self.downsample_rate
                     wavs[i] = wav[start : start + limit]
         module = self.upstream().to(device).eval()
+        pieces, lengths = [None] * len(wavs), [0] * len(wavs)
+        for group in _duration_batches([len(w) / SAMPLE_RATE for w in wavs], self.batch_seconds):  # bounded memory
+            states, frames = self._forward(module, [wavs[i] for i in group], device)
+            for j, i in enumerate(group):
+                pieces[i], lengths[i] = states[j, : frames[j]], int(frames[j])
+        stacked = torch.zeros(len(wavs), max(lengths), *pieces[0].shape[1:])
+        for i, piece in enumerate(pieces):
+            stacked[i, : lengths[i]] = piece  # zero padding, as collate pads cached frames
+        return stacked.to(torch.float16).float().to(device), torch.tensor(lengths, dtype=torch.long)
+
+    def _forward(self, module: torch.nn.Module, wavs: list[torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[b, T, layers, D]`` float32 on the CPU and the frame counts of one padded sub-batch."""
         lengths = torch.tensor([len(w) for w in wavs])
         padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True).to(device)
         autocast = (
@@ -83,8 +99,4 @@ class OnlineSet:
         with autocast:
             hidden_states, hidden_lens = module(padded, lengths.to(device))
         _check_shapes("online upstream", module, hidden_states)
-        frames = hidden_lens[0].to("cpu", torch.long)
-        stacked = torch.stack([h.float() for h in hidden_states], dim=2)[:, : int(frames.max())].cpu()
-        valid = torch.arange(stacked.shape[1])[None, :] < frames[:, None]  # zero padding, as collate pads cached frames
-        stacked = stacked * valid[:, :, None, None]
-        return stacked.to(torch.float16).float().to(device), frames
+        return torch.stack([h.float() for h in hidden_states], dim=2).cpu(), hidden_lens[0].to("cpu", torch.long)

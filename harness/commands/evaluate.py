@@ -58,8 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", type=Path, **defaulted(D, "cache_dir", "feature cache directory, shared by runs"))
     parser.add_argument("--seed", type=int, **defaulted(D, "seed", "seed of head initialisation and batch order"))
     parser.add_argument("--max-steps", type=int, default=None, help="cap on training steps per task (quick checks)")
-    parser.add_argument("--extract-dtype", choices=["float32", "bfloat16", "float16"],
-                        **defaulted(D, "extract_dtype", "autocast precision of feature extraction"))
+    parser.add_argument("--extract-dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                        **defaulted(D, "extract_dtype", "autocast precision of feature extraction and online frames "
+                                    "(auto: bfloat16 on a GPU that has it, float32 on the CPU)"))
     parser.add_argument("--extract-batch-seconds", type=float, **defaulted(D, "extract_batch_seconds", "padded audio seconds per extraction batch"))
     parser.add_argument("--cache-budget", type=float, default=None, metavar="GB",
                         help="feature cache a run may add, in GB (default: half the free space of --cache); a split's "
