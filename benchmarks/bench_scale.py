@@ -9,7 +9,8 @@ through s3prl's ``pruned_hubert`` entry and a few minutes of the corpus' SID tra
 2. cache bytes per audio hour of a ``frames`` entry (float16 frames) and a ``pooled`` entry
    (float32 per-utterance means of every state), from the files the cache wrote;
 3. head step time, interleaved in blocks (frames, pooled, frames, ...), median of the blocks: the
-   SID head on frames and on pooled statistics, the ASR demo head on frames;
+   SID head on frames and on pooled statistics, the ASR demo head on cached frames and online
+   (the upstream inside the loop; a tenth of the steps, at least 3);
 
 then extrapolates to LibriSpeech train-clean-100 + dev-clean + test-clean (ASR, PR: frames),
 VoxCeleb1 (SID) and Fluent Speech Commands (SLU), each as frames and as pooled statistics: cache
@@ -33,6 +34,7 @@ import torch
 
 from harness.evaluate import DownstreamModel, SplitData, bucketed_batches, collate
 from harness.features import FeatureCache, UpstreamSpec, audio_identity, checkpoint_hash
+from harness.online import OnlineSet
 from tasks.corpora.manifest import read_manifest
 from tasks.registry import get_task
 from upstreams.checkpoint import save_compact
@@ -61,6 +63,8 @@ def extract(cache: FeatureCache, spec, frame, upstream, kind: str, dtype_batch: 
 
 
 def step_seconds(task_name: str, data: SplitData, steps: int) -> float:
+    if data.features.kind == "online":
+        steps = max(3, steps // 10)
     """Seconds per optimizer step of ``task_name``'s demo head on ``data``, after 3 warm-up steps."""
     task = get_task(task_name)
     task.fit_labels(data.references)
@@ -130,7 +134,11 @@ def main() -> None:
             "sid, pooled": ("sid", SplitData(pooled, pooled.rows(identities), references, list(frame["id"]))),
         }
         if len(asr_frame):  # the corpus' ASR manifests read the same audio (SynthSpeech's sentences do)
-            data["asr, frames"] = ("asr", SplitData(frames, frames.rows(asr_ids), get_task("asr").references(asr_frame), []))
+            asr_refs = get_task("asr").references(asr_frame)
+            online = OnlineSet(list(asr_frame["wav_path"]), asr_ids, list(asr_frame["duration"]), lambda: upstream,
+                               (frames.num_layers, frames.hidden_size, frames.downsample_rate))  # fmt: skip
+            data["asr, frames"] = ("asr", SplitData(frames, frames.rows(asr_ids), asr_refs, []))
+            data["asr, online"] = ("asr", SplitData(online, online.rows(asr_ids), asr_refs, []))
         times: dict[str, list[float]] = {name: [] for name in data}
         for _ in range(args.blocks):  # interleaved: A B C A B C ...
             for name, (task_name, split) in data.items():
@@ -139,7 +147,9 @@ def main() -> None:
         frames_step = statistics.median(times["sid, frames"])
         print(pd.DataFrame([
             {"head": name, "ms / step": round(1000 * statistics.median(t), 2),
-             "vs sid frames": f"{frames_step / statistics.median(t):.1f}x" if name.startswith("sid") else ""}
+             "vs frames": (f"{frames_step / statistics.median(t):.1f}x faster" if name == "sid, pooled" else
+                           f"{statistics.median(t) / statistics.median(times['asr, frames']):.1f}x slower"
+                           if name == "asr, online" else "")}
             for name, t in times.items()
         ]).to_markdown(index=False))  # fmt: skip
 

@@ -258,3 +258,23 @@ def test_a_chunk_that_fails_its_check_is_recomputed(tmp_path, wavs, monkeypatch)
     entry = _extract(cache, wavs, "frames", resumed)
     assert resumed.utterances == 5  # the damaged chunk and all after it, never used
     assert _files(entry) == _files(whole)
+
+
+def test_two_writers_of_one_entry_extract_it_once(tmp_path, wavs):
+    """The second writer waits for the first one's lock, then reads the finished entry."""
+    import threading
+
+    cache = FeatureCache(tmp_path / "cache")
+    builders = [Builder(), Builder()]
+    results = [None, None]
+
+    def extract(i):
+        results[i] = _get(cache, wavs, builder=builders[i])[0]
+
+    threads = [threading.Thread(target=extract, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(b.calls for b in builders) == 1
+    assert results[0].directory == results[1].directory and len(results[0]) == 5
