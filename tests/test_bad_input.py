@@ -159,6 +159,8 @@ def test_compress_help_says_which_method_takes_threads(capsys):
     (["--records", "FILE"], "--records"),
     (["--leaderboard", "FILE/sub"], "--leaderboard"),
     (["--jobs", "0"], "--jobs"),
+    (["--methods", "distill", "--sparsity", "0.9999"], "cannot hold"),  # no fixed student is that small
+    (["--cache-budget", "1e12"], "--cache-budget"),
 ])  # fmt: skip
 def test_run_checks_everything_before_any_work(options, says, tmp_path, caplog):
     corpus = tmp_path / "corpus"

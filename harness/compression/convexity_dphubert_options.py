@@ -37,3 +37,15 @@ def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
         "d/3-th, DPHuBERT's choice for the model being pruned)",
     )
     return scoring + pruning
+
+
+def check_options(preset: str, options: dict, teacher=None) -> None:
+    """Refuse, before any work, what ``compress_convexity_dphubert`` would refuse of its options:
+    convexity's scoring options and DPHuBERT's pruning ones (the depth, chosen from the corpus, is
+    not known before the scoring, so ``--distill-layers`` are checked against the whole teacher)."""
+    from harness.compression.convexity_options import check_options as check_scoring
+    from harness.compression.dphubert_options import check_options as check_pruning
+
+    scoring = {key: options.get(key) for key in ("labels", "rule", "max_points")}
+    check_scoring(preset, scoring, teacher)
+    check_pruning(preset, {key: value for key, value in options.items() if key not in scoring}, teacher)

@@ -154,6 +154,18 @@ def _dphubert_check(preset: str, options: dict, teacher=None) -> None:
     check_options(preset, options, teacher)
 
 
+def _distill_check(preset: str, options: dict, teacher=None) -> None:
+    from harness.compression.distill_options import check_options
+
+    check_options(preset, options, teacher)
+
+
+def _convexity_dphubert_check(preset: str, options: dict, teacher=None) -> None:
+    from harness.compression.convexity_dphubert_options import check_options
+
+    check_options(preset, options, teacher)
+
+
 def _distill_arguments(group: argparse._ActionsContainer) -> list[str]:
     from harness.compression.distill_options import add_arguments
 
@@ -192,11 +204,12 @@ METHODS.register("dphubert", Method(
 METHODS.register("distill", Method(
     "distill", "harness.compression.distill:compress_distill", _distill_arguments,
     target_option="sparsity", default_target=_dphubert_default_sparsity(), in_default_run=False,
+    check_options=_distill_check,
     help="distillation into a fixed student of the target size (DistilHuBERT's recipe), on DPHuBERT's schedule",
 ))  # fmt: skip
 METHODS.register("convexity_dphubert", Method(
     "convexity_dphubert", "harness.compression.convexity_dphubert:compress_convexity_dphubert",
     _convexity_dphubert_arguments, target_option="sparsity", default_target=_dphubert_default_sparsity(),
-    in_default_run=False,
+    in_default_run=False, check_options=_convexity_dphubert_check,
     help="convexity chooses the depth, DPHuBERT prunes inside the kept layers to a sparsity of the whole teacher",
 ))  # fmt: skip
