@@ -395,22 +395,23 @@ def load_split(
     (:mod:`harness.plan`; ``shape()`` gives the upstream's (layers, dim, stride)); frames that do
     not fit are read online (:class:`harness.online.OnlineSet`), never cached.
     """
-    frame = read_manifest(config.corpus, task.manifest_task, split)
+    manifest = task.manifest_for(config.corpus)
+    frame = read_manifest(config.corpus, manifest, split)
     if frame.empty:
-        raise ValueError(f"{config.corpus}: manifest {task.manifest_task}/{split} has no rows")
+        raise ValueError(f"{config.corpus}: manifest {manifest}/{split} has no rows")
     identities = [audio_identity(p, checksums) for p in frame["wav_path"]]
     durations = list(frame["duration"].astype(float))
     if budget is not None:
         cached = cache.has(entry_key(spec, identities, kind))
         estimate = 0 if cached else entry_bytes(kind, durations, shape())
-        kind = budget.grant(kind, cached, estimate, f"{config.corpus}: {task.manifest_task}/{split}")
+        kind = budget.grant(kind, cached, estimate, f"{config.corpus}: {manifest}/{split}")
     if kind == "online":
         online = OnlineSet(list(frame["wav_path"]), identities, durations, upstream, shape(), spec.dtype,
                            config.extract_batch_seconds)  # fmt: skip
         return SplitData(online, online.rows(identities), task.references(frame), list(frame["id"])), 0.0
     features, seconds = cache.get_or_extract(
         spec, list(frame["wav_path"]), identities, list(frame["duration"].astype(float)), upstream,
-        device=device, batch_seconds=config.extract_batch_seconds, description=f"{task.manifest_task}/{split}",
+        device=device, batch_seconds=config.extract_batch_seconds, description=f"{manifest}/{split}",
         kind=kind, rank=runtime.rank if runtime else 0, world_size=runtime.world_size if runtime else 1,
     )
     data = SplitData(features, features.rows(identities), task.references(frame), list(frame["id"]))
@@ -486,13 +487,13 @@ def split_plans(session: Session) -> list[SplitPlan]:
         task = get_task(name)
         kind = feature_kind(task, task_preset(task, config.preset, config.max_steps), config.utterance_features)
         for split in SPLITS:
-            frame = read_manifest(config.corpus, task.manifest_task, split)
+            frame = read_manifest(config.corpus, task.manifest_for(config.corpus), split)
             identities = [audio_identity(p, session.checksums) for p in frame["wav_path"]]
             durations = list(frame["duration"].astype(float))
             key = entry_key(session.spec, identities, kind)
             cached = key in planned or session.cache.has(key)  # ASR, PR and SID share their audio's entries
             estimate = 0 if cached else entry_bytes(kind, durations, session.shape())
-            granted = session.budget.grant(kind, cached, estimate, f"{task.manifest_task}/{split}")
+            granted = session.budget.grant(kind, cached, estimate, f"{task.manifest_for(config.corpus)}/{split}")
             if granted != "online":
                 planned.add(key)
             hours = sum(durations) / 3600

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -89,6 +90,10 @@ class Task(abc.ABC):
     #: The head is linear up to a mean over valid frames and has ``forward_pooled(means [B, D])``, so
     #: it trains exactly on each layer's per-utterance mean (a pooled cache entry) instead of frames.
     pools_linearly: ClassVar[bool] = False
+
+    def manifest_for(self, corpus: str | os.PathLike) -> str:
+        """Which ``manifests/NAME`` of ``corpus`` the task reads (``manifest_task``; KS falls back)."""
+        return self.manifest_task
 
     def preset(self, name: str) -> TaskPreset:
         """The preset called ``name`` (a fresh copy, safe to modify)."""

@@ -13,7 +13,7 @@ from tasks.base import Task
 from tasks.schedules import SCHEDULES
 
 TASKS: Registry[type[Task]] = Registry("task")
-BUILTIN_MODULES = ("tasks.asr", "tasks.pr", "tasks.sid", "tasks.slu")
+BUILTIN_MODULES = ("tasks.asr", "tasks.pr", "tasks.sid", "tasks.slu", "tasks.ks")
 
 
 def register_task(name: str):

@@ -349,7 +349,8 @@ def test_speech_commands_cli_bad_file_and_layout(tmp_path, caplog):
     assert not (out / "corpus.json").exists()
     assert harness_main([*args, "--skip-bad"]) == 0
     info = json.loads((out / "corpus.json").read_text())
-    assert info["counts"] == {"words": {"train": 4, "valid": 2, "test": 2}}
+    # ks: the same clips plus one-second crops of the background noise for _silence_ (1 per split here)
+    assert info["counts"] == {"words": {"train": 4, "valid": 2, "test": 2}, "ks": {"train": 5, "valid": 3, "test": 3}}
     assert [s["path"] for s in info["params"]["skipped"]] == [str(root / "no" / "0a7c2a8d_nohash_0.wav")]
 
     (root / "testing_list.txt").unlink()

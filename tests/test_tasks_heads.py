@@ -47,9 +47,9 @@ def _token_frames(sequences, vocabulary, frames_per_token=3, dim=8, noise=0.05, 
     return padded + noise * torch.randn(padded.shape, generator=generator), lengths
 
 
-def test_registry_lists_the_four_tasks_and_rejects_typos():
-    assert task_names() == ["asr", "pr", "sid", "slu"]
-    with pytest.raises(UnknownNameError, match=r"Did you mean 'asr'\?.*Known tasks: asr, pr, sid, slu"):
+def test_registry_lists_the_tasks_and_rejects_typos():
+    assert task_names() == ["asr", "ks", "pr", "sid", "slu"]
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'asr'\?.*Known tasks: asr, ks, pr, sid, slu"):
         get_task("asrr")
     with pytest.raises(ValueError, match="no preset 'huge'; known: demo, paper"):
         get_task("pr").preset("huge")

@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     targets = ", ".join(f"{m.name} {m.default_target:g}" for m in map(METHODS.get, METHODS.names()) if m.target_option)
     parser.add_argument("--upstream", **defaulted(
         D, "upstream", "s3prl entry the compact models load as: pruned_hubert, pruned_wavlm or pruned_wav2vec2"))
-    parser.add_argument("--tasks", **defaulted(D, "tasks", "comma-separated tasks: asr, pr, sid, slu"))
+    parser.add_argument("--tasks", **defaulted(D, "tasks", "comma-separated tasks: asr, pr, sid, slu, ks"))
     others = ", ".join(name for name in METHODS.names() if not METHODS.get(name).in_default_run)
     parser.add_argument("--methods", **defaulted(
         D, "methods", "compression methods, comma-separated; by default those that fit the main command's time "

@@ -187,6 +187,14 @@ def distilled_states(loss: str, layers: list[int] | None, teacher_layers: int, d
 
 
 # ---------------------------------------------------------------------- the recipe
+def check_budget(teacher: EncoderConfig, config: DPHuBERTConfig, loss: str) -> None:
+    """Refuse, before any work, a budget no fixed student of ``teacher`` meets, and states it lacks."""
+    depth, _, _ = size_student(teacher, round((1.0 - config.sparsity) * teacher.num_params()))
+    layers, _ = distilled_states(loss, config.distill_layers, teacher.num_layers, depth)
+    if max(layers) > teacher.num_layers:
+        raise ValueError(f"--distill-layers {config.distill_layers}: the teacher has hidden states 0..{teacher.num_layers}")
+
+
 def compress_distill(
     teacher: str,
     out: str | os.PathLike,

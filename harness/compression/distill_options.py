@@ -74,20 +74,12 @@ def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
     return [action.dest for action in actions]
 
 
-def check_options(preset: str, options: dict, teacher=None) -> None:
-    """Refuse, before any work, what ``compress_distill`` would refuse of its options; with
-    ``teacher`` (its EncoderConfig), also a budget no student can meet and states it does not have."""
+def check_options(preset: str, options: dict) -> DPHuBERTConfig:
+    """Refuse, before any work, what ``compress_distill`` would refuse of its options (the budget
+    against the teacher is :func:`harness.compression.distill.check_budget`); returns the schedule."""
     rest = {key: value for key, value in options.items() if key not in ("sparsity", "loss")}
     loss = options.get("loss") or DEFAULT_LOSS
     if loss not in LOSSES:
         raise ValueError(f"--loss {loss!r}: choose one of {', '.join(LOSSES)}")
     sparsity = options.get("sparsity")
-    config = resolve_schedule(preset, DPHuBERTConfig.sparsity if sparsity is None else sparsity, rest)
-    if teacher is None:
-        return
-    from harness.compression.distill import distilled_states, size_student
-
-    depth, _, _ = size_student(teacher, round((1.0 - config.sparsity) * teacher.num_params()))
-    layers, _ = distilled_states(loss, config.distill_layers, teacher.num_layers, depth)
-    if max(layers) > teacher.num_layers:
-        raise ValueError(f"--distill-layers {config.distill_layers}: the teacher has hidden states 0..{teacher.num_layers}")
+    return resolve_schedule(preset, DPHuBERTConfig.sparsity if sparsity is None else sparsity, rest)

@@ -155,9 +155,13 @@ def _dphubert_check(preset: str, options: dict, teacher=None) -> None:
 
 
 def _distill_check(preset: str, options: dict, teacher=None) -> None:
-    from harness.compression.distill_options import check_options
+    from harness.compression.distill_options import DEFAULT_LOSS, check_options
 
-    check_options(preset, options, teacher)
+    config = check_options(preset, options)
+    if teacher is not None:
+        from harness.compression.distill import check_budget
+
+        check_budget(teacher, config, options.get("loss") or DEFAULT_LOSS)
 
 
 def _convexity_dphubert_check(preset: str, options: dict, teacher=None) -> None:

@@ -18,6 +18,7 @@ pr       ``transcription``                               space-separated IPA pho
 sid      ``label``                                       speaker id
 slu      ``labels``                                      ``"action ; object ; location"``
 words    ``label``                                       the single spoken word
+ks       ``label``                                       a word, or ``_silence_`` (noise crops)
 =======  ==============================================  ====================================
 
 Every manifest also has ``id``, ``wav_path`` (relative to ROOT, or absolute for real corpora),
@@ -40,7 +41,8 @@ from core.files import atomic_open, sha256_file, write_json
 from tasks.corpora.alignment import format_alignment, parse_alignment  # noqa: F401  (re-exported)
 
 SPLITS = ("train", "valid", "test")
-TASK_LABEL_COLUMN = {"asr": "transcription", "pr": "transcription", "sid": "label", "slu": "labels", "words": "label"}
+TASK_LABEL_COLUMN = {"asr": "transcription", "pr": "transcription", "sid": "label", "slu": "labels", "words": "label",
+                     "ks": "label"}  # fmt: skip
 BASE_COLUMNS = ["id", "wav_path", "duration", "speaker"]
 ALIGNMENT_COLUMNS = ["word_alignment", "phone_alignment"]
 CORPUS_INFO = "corpus.json"

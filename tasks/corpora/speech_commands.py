@@ -1,18 +1,27 @@
-"""Speech Commands v0.02 -> ``words`` manifests with a speaker column (for layer analysis:
-convexity of words and of speakers).
+"""Speech Commands (v0.01 = v1.0, or v0.02) -> ``words`` manifests with a speaker column (for
+layer analysis: convexity of words and of speakers) and ``ks`` manifests (SUPERB's keyword spotting).
 
-Standard layout (ROOT may be ``speech_commands_v0.02`` or the folder it was unpacked into)::
+Standard layout, the same in both versions (ROOT may be ``speech_commands_v0.02`` or the folder it
+was unpacked into)::
 
     ROOT/WORD/SPEAKERHASH_nohash_N.wav
     ROOT/validation_list.txt, ROOT/testing_list.txt   # "WORD/SPEAKERHASH_nohash_N.wav" per line
-    ROOT/_background_noise_/                           # ignored
+    ROOT/_background_noise_/*.wav                      # long noise recordings
 
 Files named in ``testing_list.txt`` are test, in ``validation_list.txt`` valid, all others train
 (the dataset's own rule). The label is the word; the speaker is the hash before ``_nohash_``.
+
+The ``ks`` manifests hold the same clips (the task maps every word outside its ten keywords to
+``_unknown_``) plus ``_silence_`` clips: one-second crops of the background-noise recordings,
+written to ``OUT/ks_silence/SPLIT/``, as many per split as an average word class has (at least
+one), cut at seeded positions from disjoint parts of each recording (the first 80 % for train,
+the next 10 % for valid, the last 10 % for test). Without ``_background_noise_`` the ``ks``
+manifests have no ``_silence_`` clips and ``corpus.json`` says so (``params.ks_silence``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +34,8 @@ from tasks.corpora.prepare_common import (
     layout_error,
     write_corpus,
 )
+
+logger = logging.getLogger(__name__)
 
 LISTS = {"valid": "validation_list.txt", "test": "testing_list.txt"}
 SPEAKER_MARK = "_nohash_"
@@ -94,5 +105,48 @@ def prepare_speech_commands(
     tables: dict[tuple[str, str], list[dict]] = {}
     for utt in good:
         tables.setdefault(("words", utt.split), []).append(utt.row())
-    params = {"words": sorted(chosen), "skipped": skipped}
-    return write_corpus(out, "speech_commands", corpus_root, tables, {"words": ["label"]}, params)
+        tables.setdefault(("ks", utt.split), []).append(utt.row())
+    noise = sorted((corpus_root / NOISE_DIR).glob("*.wav"))
+    if noise:
+        for split in ("train", "valid", "test"):
+            count = max(1, round(len(tables.get(("ks", split), [])) / max(1, len(chosen))))
+            tables.setdefault(("ks", split), []).extend(silence_rows(noise, Path(out) / "ks_silence" / split, split, count))
+        silence = f"{len(noise)} background-noise recordings, cropped to 1 s"
+    else:
+        silence = f"none: no {NOISE_DIR}/ folder, so the ks manifests have no {SILENCE} clips"
+        logger.warning("speech_commands: %s", silence)
+    params = {"words": sorted(chosen), "skipped": skipped, "ks_silence": silence}
+    return write_corpus(out, "speech_commands", corpus_root, tables, {"words": ["label"], "ks": ["label"]}, params)
+
+
+NOISE_DIR = "_background_noise_"
+SILENCE = "_silence_"
+#: Where each split's silence crops come from, as fractions of each noise recording.
+SILENCE_SPANS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}
+
+
+def silence_rows(noise: Sequence[Path], folder: Path, split: str, count: int) -> list[dict]:
+    """Write ``count`` one-second crops of the noise recordings into ``folder``; their ks rows."""
+    import numpy as np
+    import soundfile as sf
+
+    from core.audio import SAMPLE_RATE
+    from tasks.audio import load_audio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([0, list(SILENCE_SPANS).index(split)])
+    recordings = [load_audio(path).numpy() for path in noise]
+    low, high = SILENCE_SPANS[split]
+    rows = []
+    for i in range(count):
+        k = i % len(recordings)
+        audio = recordings[k]
+        first, last = int(low * len(audio)), int(high * len(audio)) - SAMPLE_RATE
+        start = int(rng.integers(first, max(first, last) + 1))
+        clip = audio[start : start + SAMPLE_RATE]
+        clip = np.pad(clip, (0, SAMPLE_RATE - len(clip)))  # a recording shorter than its span: padded
+        path = folder / f"silence-{i:04d}.wav"
+        sf.write(path, clip.astype(np.float32), SAMPLE_RATE)
+        rows.append({"id": f"{SILENCE}-{split}-{i:04d}", "wav_path": str(path.resolve()), "duration": 1.0,
+                     "speaker": noise[k].stem, "label": SILENCE})  # fmt: skip
+    return rows
