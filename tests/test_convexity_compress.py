@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
+from convexity_fakes import fake_result  # tests/convexity_fakes.py
 
 from harness.cli import main as harness_main
 from harness.compression import convexity
@@ -41,11 +41,13 @@ def test_frame_span_never_empty():
 
 
 def test_compress_keeps_layers_up_to_the_peak(synth_corpus, teacher, tmp_path, monkeypatch):
-    peak_at = {"word": 2, "speaker": 1}  # hidden state where each constructed curve peaks
+    peak_at = {"word": 2, "speaker": 1}  # hidden state where each constructed curve peaks (mean over classes)
+    pairs_peak_at = {"word": 3, "speaker": 1}  # ... and the mean over pairs (nnconvexity's)
 
     def fake_scores(layers, labels, config):
         label_type = "speaker" if len(set(labels)) == 8 else "word"
-        return [SimpleNamespace(score=100.0 - 10 * abs(i - peak_at[label_type])) for i in range(len(layers))]
+        return [fake_result(100.0 - 10 * abs(i - peak_at[label_type]), 90.0 - 10 * abs(i - pairs_peak_at[label_type]))
+                for i in range(len(layers))]  # fmt: skip
 
     monkeypatch.setattr(convexity, "graph_convexity_per_layer", fake_scores)
     out = convexity.compress_convexity(str(teacher), tmp_path / "cvx", corpus=synth_corpus, labels="word,speaker",
@@ -56,6 +58,13 @@ def test_compress_keeps_layers_up_to_the_peak(synth_corpus, teacher, tmp_path, m
     assert info["kept_layers"] == 2 and len(info["word"]) == 5 and info["selection"]["decided_by"] == "word"
     assert len(info["linear_probe"]["speaker"]) == 5 and len(info["block_influence"]["word"]) == 4
     assert (out / "convexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # both averages are reported; the rule used the mean over classes
+    assert info["average"] == "classes" and info["by_average"]["classes"]["word"] == info["word"]
+    assert info["by_average"]["pairs"]["word"][3] == 90.0
+    pairs = convexity.compress_convexity(str(teacher), tmp_path / "pairs", corpus=synth_corpus, labels="word,speaker",
+                                         max_points=60, average="pairs")  # fmt: skip
+    assert load_compact(pairs).config.num_layers == 3  # the authors' definition, selected, moves the cut
+    assert json.loads((pairs / "config.json").read_text())["metadata"]["compression"]["average"] == "pairs"
     meta = json.loads((out / "config.json").read_text())["metadata"]["compression"]
     assert meta["method"] == "convexity" and meta["kept_layers"] == 2 and 0 < meta["sparsity"] < 1
     # the truncated model computes exactly the teacher's first layers
@@ -72,7 +81,7 @@ def test_every_depth_is_written_with_the_rules_pick_marked(synth_corpus, teacher
     from harness.compression.methods import METHODS, finished_checkpoints
 
     def fake_scores(layers, labels, config):  # peaks at hidden state 2: the rule keeps 2 layers
-        return [SimpleNamespace(score=100.0 - 10 * abs(i - 2)) for i in range(len(layers))]
+        return [fake_result(100.0 - 10 * abs(i - 2)) for i in range(len(layers))]
 
     monkeypatch.setattr(convexity, "graph_convexity_per_layer", fake_scores)
     out = convexity.compress_convexity(str(teacher), tmp_path / "cvx", corpus=synth_corpus, labels="speaker",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
+from convexity_fakes import fake_result  # tests/convexity_fakes.py
 from resume_checks import assert_resumed_equals_whole  # tests/resume_checks.py
 
 from harness import training
@@ -38,7 +38,7 @@ def peak_at(monkeypatch):
 
     def fake_scores(layers, labels, config):
         state["scorings"] += 1
-        return [SimpleNamespace(score=100.0 - 10 * abs(i - state["peak"])) for i in range(len(layers))]
+        return [fake_result(100.0 - 10 * abs(i - state["peak"])) for i in range(len(layers))]
 
     monkeypatch.setattr(convexity, "graph_convexity_per_layer", fake_scores)
     return state

@@ -127,6 +127,11 @@ def test_chain_whose_paths_leave_the_class_scores_the_exact_fraction():
     assert result.class_scores["B"] == pytest.approx(100 * 1 / 6)
     assert result.score == pytest.approx((50.0 + 100 / 6) / 2)
     assert result.num_pairs == {"A": 6, "B": 12}
+    # nnconvexity's average is over all 18 pairs, so B (12 pairs) weighs twice A: (3 + 2) / 18
+    assert result.pair_score == pytest.approx(100 * 5 / 18) and result.value("pairs") == result.pair_score
+    assert result.value("classes") == result.score
+    with pytest.raises(ValueError, match="--average 'paths'"):
+        result.value("paths")
 
 
 def test_single_item_classes_are_skipped_and_reported():

@@ -8,7 +8,12 @@ import shutil
 
 import pytest
 import soundfile as sf
-from test_corpora_real import VOICES, build_librispeech, build_speech_commands, speak  # tests/test_corpora_real.py
+from test_corpora_real import (  # tests/test_corpora_real.py
+    VOICES,
+    build_librispeech,
+    build_speech_commands,
+    speak,
+)
 
 from harness.cli import main
 from tasks.corpora import PREPARERS

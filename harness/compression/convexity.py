@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,8 @@ from tqdm import tqdm
 from core.files import write_json
 from core.paths import CHECKPOINTS_FILE, CONVEXITY_FILE
 from harness.compression.convexity_options import (
+    AVERAGES,
+    DEFAULT_AVERAGE,
     DEFAULT_DEPTHS,
     DEFAULT_LABELS,
     DEFAULT_RULE,
@@ -161,6 +163,7 @@ class LayerScores:
     probes: dict[str, list[float]]
     influence: dict[str, list[float]]
     counts: dict[str, dict[str, int]]
+    by_average: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # "classes"/"pairs" -> curves
 
 
 def score_layers(
@@ -171,10 +174,13 @@ def score_layers(
     seed: int,
     device: torch.device,
     probes: bool = True,
+    average: str = "classes",
 ) -> LayerScores:
     """Score every hidden state of ``model`` on labelled segments of ``corpus``: graph convexity and,
     with ``probes``, linear-probe accuracy and block influence. One forward pass per file serves
-    every label type. Raises ``ValueError`` when a label type has fewer than two usable classes."""
+    every label type. ``curves`` hold the convexity by ``average`` (over classes, or over pairs as
+    nnconvexity does); ``by_average`` holds both. Raises ``ValueError`` when a label type has fewer
+    than two usable classes."""
     segments = {t: labelled_segments(corpus, t, max_points, seed) for t in label_types}
     for label_type, chosen in segments.items():
         classes = len({s.label for s in chosen})
@@ -191,12 +197,20 @@ def score_layers(
         offset += len(chosen)
         names = [s.label for s in chosen]
         results = graph_convexity_per_layer(layers, names, ConvexityConfig(seed=seed, device=str(device)))
-        scores.curves[label_type] = [round(float(r.score), 3) for r in results]
+        for name in AVERAGES:
+            scores.by_average.setdefault(name, {})[label_type] = [round(float(r.value(name)), 3) for r in results]
+        scores.curves[label_type] = scores.by_average[average][label_type]
         if probes:
             scores.probes[label_type] = [round(float(a), 4) for a in linear_probe_per_layer(layers, names, seed=seed, max_iter=300)]
             scores.influence[label_type] = [round(float(b), 5) for b in block_influence(layers)]
         scores.counts[label_type] = {"segments": len(chosen), "classes": len(set(names))}
     return scores
+
+
+def _other_average(scores: LayerScores, average: str) -> tuple[str, dict[str, list[float]]]:
+    """The curves by the average the rule does not use, for the plot."""
+    other = next(name for name in AVERAGES if name != average)
+    return other, scores.by_average[other]
 
 
 def depth_sparsities(teacher: str) -> list[float]:
@@ -236,6 +250,7 @@ def compress_convexity(
     seed: int = 0,
     finetune: str | None = None,
     finetune_steps: int | None = None,
+    average: str = DEFAULT_AVERAGE,
     **unused,
 ) -> Path:
     """Score the teacher's layers, choose how many to keep, write the truncated compact checkpoint
@@ -246,7 +261,7 @@ def compress_convexity(
     from upstreams import load_upstream
 
     out = Path(out)
-    check_options(preset, {"labels": labels, "rule": rule, "depths": depths, "max_points": max_points,
+    check_options(preset, {"labels": labels, "rule": rule, "depths": depths, "max_points": max_points, "average": average,
                            "finetune": finetune, "finetune_steps": finetune_steps})  # before any scoring, not after it
     max_points = max_points or MAX_POINTS[preset]
     label_types = parse_labels(labels)
@@ -256,12 +271,15 @@ def compress_convexity(
     model = load_upstream(teacher)
     started = time.perf_counter()
 
-    scores = score_layers(model, corpus, label_types, max_points, seed, torch_device)
+    average = average or DEFAULT_AVERAGE
+    scores = score_layers(model, corpus, label_types, max_points, seed, torch_device, average=average)
     curves, probes, influence, counts = scores.curves, scores.probes, scores.influence, scores.counts
 
     selection = select_layers(curves, rule)
     summary = {"method": "convexity", "teacher": str(teacher), "labels": list(label_types), "rule": rule,
                "teacher_layers": model.config.num_layers, "teacher_params": model.num_params(), "reason": selection.reason}  # fmt: skip
+    if average != DEFAULT_AVERAGE:  # (the default stays out: the same bytes, the same checkpoint hashes as before)
+        summary["average"] = average
     if depths == "all":
         folders = [
             _save_depth(model, k, out / f"layers-{k}", {**summary, "selected": k == selection.num_layers})
@@ -273,9 +291,11 @@ def compress_convexity(
     write_json(
         out / CONVEXITY_FILE,
         {**curves, "kept_layers": selection.num_layers, "selection": selection.to_dict(), "linear_probe": probes,
-         "block_influence": influence, "counts": counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1)},
+         "block_influence": influence, "counts": counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1),
+         "average": average, "by_average": scores.by_average},
     )  # fmt: skip
-    plot_convexity(curves, out / "convexity.png", selection=selection, title=f"Graph convexity per layer: {teacher}")
+    plot_convexity(curves, out / "convexity.png", selection=selection, title=f"Graph convexity per layer: {teacher}",
+                   other=_other_average(scores, average))  # fmt: skip
     if depths == "all":  # last: marks the sweep finished
         write_json(out / CHECKPOINTS_FILE, {"checkpoints": [folder.name for folder in folders],
                                             "selected": f"layers-{selection.num_layers}"})  # fmt: skip

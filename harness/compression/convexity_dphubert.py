@@ -46,7 +46,14 @@ from pathlib import Path
 from core.files import write_json
 from core.paths import CONVEXITY_FILE
 from harness.compression.convexity import score_layers
-from harness.compression.convexity_options import DEFAULT_LABELS, DEFAULT_RULE, MAX_POINTS, parse_labels
+from harness.compression.convexity_options import (
+    AVERAGES,
+    DEFAULT_AVERAGE,
+    DEFAULT_LABELS,
+    DEFAULT_RULE,
+    MAX_POINTS,
+    parse_labels,
+)
 from harness.compression.convexity_plot import plot_convexity
 from harness.compression.distillation import RecipeRun, check_layers, finish_run, load_teacher, start_run
 from harness.compression.dphubert import default_distill_layers, prune_and_distill
@@ -69,6 +76,7 @@ def compress_convexity_dphubert(
     labels: str = DEFAULT_LABELS,
     rule: str = DEFAULT_RULE,
     max_points: int | None = None,
+    average: str | None = None,
     measure_cost: bool = True,
     **options,
 ) -> Path:
@@ -86,14 +94,19 @@ def compress_convexity_dphubert(
         raise ValueError(f"--rule {rule!r}: choose one of {', '.join(RULES)}")
     config = resolve_config(preset, sparsity, {"budget_tolerance": 0.0, **options})
     max_points = max_points or MAX_POINTS[preset]
+    average = average or DEFAULT_AVERAGE
+    if average not in AVERAGES:
+        raise ValueError(f"--average {average!r}: choose one of {', '.join(AVERAGES)}")
     recorded = {**dataclasses.asdict(config), "labels": list(label_types), "rule": rule, "max_points": max_points}
+    if average != DEFAULT_AVERAGE:  # the default keeps the settings (and a resumed run) as before
+        recorded["average"] = average
     run = start_run("convexity_dphubert", teacher, out, corpus=corpus, preset=preset, device=device, config=config,
                     work_dir=WORK_DIR, recorded=recorded)  # fmt: skip
     if run is None:
         return Path(out)
     full = load_teacher(teacher, run.runtime)
     teacher_params, teacher_layers = full.num_params(), full.config.num_layers
-    choice = choose_depth(run, full, corpus, label_types, rule, max_points)
+    choice = choose_depth(run, full, corpus, label_types, rule, max_points, average)
     depth = choice["kept_layers"]
     truncated = full.truncate(depth).eval().requires_grad_(False)
     del full
@@ -127,7 +140,7 @@ def compress_convexity_dphubert(
 
 def choose_depth(
     run: RecipeRun, teacher: SpeechEncoder, corpus: str | os.PathLike, label_types: tuple[str, ...], rule: str,
-    max_points: int,
+    max_points: int, average: str = DEFAULT_AVERAGE,
 ) -> dict:
     """Score the teacher's hidden states on the labels and pick the depth (on the main process; a
     resumed run reads the choice back from ``work/convexity.json``). Writes ``OUT/convexity.json``
@@ -135,13 +148,16 @@ def choose_depth(
     saved = run.work / CONVEXITY_FILE
     if run.runtime.is_main and not saved.is_file():
         started = time.perf_counter()
-        scores = score_layers(teacher, corpus, label_types, max_points, run.config.seed, run.runtime.device, probes=False)
+        scores = score_layers(teacher, corpus, label_types, max_points, run.config.seed, run.runtime.device, probes=False,
+                              average=average)  # fmt: skip
         selection = select_layers(scores.curves, rule)
         choice = {**scores.curves, "kept_layers": selection.num_layers, "selection": selection.to_dict(),
-                  "counts": scores.counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+                  "counts": scores.counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1),
+                  "average": average, "by_average": scores.by_average}  # fmt: skip
         write_json(run.out / CONVEXITY_FILE, choice)
+        other = next(name for name in scores.by_average if name != average)
         plot_convexity(scores.curves, run.out / "convexity.png", selection=selection,
-                       title=f"Graph convexity per layer: {run.teacher}")  # fmt: skip
+                       title=f"Graph convexity per layer: {run.teacher}", other=(other, scores.by_average[other]))  # fmt: skip
         write_json(saved, choice)  # last: the choice is made
         logger.info("convexity_dphubert: %s", selection.reason)
     run.runtime.barrier()

@@ -46,6 +46,6 @@ def check_options(preset: str, options: dict, teacher=None) -> None:
     from harness.compression.convexity_options import check_options as check_scoring
     from harness.compression.dphubert_options import check_options as check_pruning
 
-    scoring = {key: options.get(key) for key in ("labels", "rule", "max_points")}
+    scoring = {key: options.get(key) for key in ("labels", "rule", "max_points", "average")}
     check_scoring(preset, scoring, teacher)
     check_pruning(preset, {key: value for key, value in options.items() if key not in scoring}, teacher)

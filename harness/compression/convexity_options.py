@@ -46,6 +46,9 @@ def check_options(preset: str, options: dict, teacher=None) -> None:
         raise ValueError(f"--rule {rule!r}: choose one of {', '.join(RULES)}")
     if depths not in DEPTHS:
         raise ValueError(f"--depths {depths!r}: choose one of {', '.join(DEPTHS)}")
+    average = options.get("average") or DEFAULT_AVERAGE
+    if average not in AVERAGES:
+        raise ValueError(f"--average {average!r}: choose one of {', '.join(AVERAGES)}")
     max_points = options.get("max_points")
     if max_points is not None and max_points < 2:
         raise ValueError(f"--max-points must be >= 2 (segments to compare), got {max_points}")
@@ -60,6 +63,12 @@ def check_options(preset: str, options: dict, teacher=None) -> None:
         raise ValueError("--finetune-steps needs --finetune TASK")
     if steps is not None and steps < 1:
         raise ValueError(f"--finetune-steps must be >= 1, got {steps}")
+
+
+#: ``--average``: a layer's convexity as the mean over classes (ours: every class counts once) or
+#: over all sampled pairs (the convexity authors' nnconvexity: a class weighs by its pairs).
+AVERAGES = ("classes", "pairs")
+DEFAULT_AVERAGE = "classes"
 
 
 def add_scoring_arguments(parser: argparse._ActionsContainer) -> list[str]:
@@ -77,6 +86,10 @@ def add_scoring_arguments(parser: argparse._ActionsContainer) -> list[str]:
         add("--max-points", type=int, default=None,
             help=f"labelled segments per label type (default: {points}; the paper samples up to 5000, the demo "
             "keeps the scoring to about a minute on a CPU)"),
+        add("--average", default=None, choices=AVERAGES,
+            help=f"a layer's convexity: the mean over classes (every class counts once) or over all sampled pairs "
+            f"(the authors' nnconvexity: a class weighs by its pairs), for figures comparable with theirs; both "
+            f"are written to convexity.json and drawn, the rule uses this one (default: {DEFAULT_AVERAGE})"),
     ]  # fmt: skip
     return [action.dest for action in actions]
 

@@ -20,6 +20,7 @@ def plot_convexity(
     selection: LayerSelection | None = None,
     title: str = "Graph convexity per layer",
     dpi: int = 120,
+    other: tuple[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> Path:
     """Draw the curves and write them as a PNG (atomically).
 
@@ -30,6 +31,8 @@ def plot_convexity(
             is a dashed line and each label type's own choice is circled.
         title (str): figure title.
         dpi (int): resolution.
+        other: ``(name, curves)`` by the average the rule does not use (``pairs``, nnconvexity's, or
+            ``classes``), drawn thin and dashed in each label type's colour.
 
     Returns:
         Path: ``path``.
@@ -48,6 +51,9 @@ def plot_convexity(
         axes.axvline(selection.hidden_state + 0.5, color="0.3", linestyle="--", linewidth=1)
     for name, curve in curves.items():
         (line,) = axes.plot(range(len(curve)), list(curve), marker="o", markersize=3, label=name)
+        if other is not None and name in other[1]:
+            axes.plot(range(len(other[1][name])), list(other[1][name]), linestyle="--", linewidth=0.9,
+                      color=line.get_color(), label=f"{name} (mean over {other[0]})")  # fmt: skip
         choice = selection.per_label.get(name) if selection is not None else None
         if choice is not None:
             axes.plot(

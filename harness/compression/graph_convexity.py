@@ -13,6 +13,9 @@ used for layer pruning by Dorszewski, Tetkova and Hansen (2024); see REFERENCE.m
    of interior vertices (endpoints excluded) that carry the class label.
 5. Class score = 100 x mean path score; layer score = unweighted mean over classes. Classes with
    fewer than two items have no pairs; they are reported in ``skipped_classes`` and left out.
+   The convexity authors' own package (nnconvexity) averages over all sampled paths instead, so a
+   class weighs by its number of pairs: ``pair_score``. Both are computed; ``average`` (``classes``,
+   the default, or ``pairs``, theirs) says which one a caller uses (:meth:`ConvexityResult.value`).
 
 How it is computed (13 layers x 5000 items x 768 dims, 50 classes: about 63 CPU-seconds, so
 about 32 s on 2 idle cores; ``benchmarks/bench_convexity.py``):
@@ -48,6 +51,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 from tqdm.auto import tqdm
+
+from harness.compression.convexity_options import AVERAGES
 
 if TYPE_CHECKING:
     import torch
@@ -137,6 +142,7 @@ class ConvexityResult:
 
     Attributes:
         score (float): unweighted mean of the class scores, in [0, 100].
+        pair_score (float): mean over all sampled pairs (nnconvexity's average), in [0, 100].
         class_scores (dict): class label -> 100 x mean path score of its sampled pairs.
         num_pairs (dict): class label -> number of pairs scored.
         skipped_classes (list): labels with fewer than two items (no pairs, not in the mean).
@@ -148,6 +154,13 @@ class ConvexityResult:
     num_pairs: dict[Hashable, int]
     skipped_classes: list[Hashable] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    pair_score: float = float("nan")
+
+    def value(self, average: str = "classes") -> float:
+        """The layer's score by ``average``: ``classes`` (:attr:`score`) or ``pairs`` (:attr:`pair_score`)."""
+        if average not in AVERAGES:
+            raise ValueError(f"--average {average!r}: choose one of {', '.join(AVERAGES)}")
+        return self.score if average == "classes" else self.pair_score
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (class labels become strings)."""
@@ -467,6 +480,7 @@ def _aggregate(scores, pair_codes, classes, skipped) -> ConvexityResult:
     class_scores = {classes[c]: float(100.0 * sums[c] / counts[c]) for c in scored}
     return ConvexityResult(
         score=float(np.mean(list(class_scores.values()))),
+        pair_score=float(100.0 * sums[scored].sum() / counts[scored].sum()),
         class_scores=class_scores,
         num_pairs={classes[c]: int(counts[c]) for c in scored},
         skipped_classes=[classes[c] for c in skipped],
