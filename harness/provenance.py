@@ -122,8 +122,10 @@ def checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
 
 
 #: What a record copies of a compression's size (for budgets and labels): the methods that change
-#: the depth (convexity, convexity_dphubert, distill) add it, convexity whether the rule picked it.
-SIZE_FIELDS = ("achieved_sparsity", "params", "teacher_params", "kept_layers", "teacher_layers", "selected")
+#: the depth (convexity, convexity_dphubert, distill) add it, convexity whether the rule picked it
+#: and, for a per-task cut, which task's label curve chose it (``cut_for``, ``labels``).
+SIZE_FIELDS = ("achieved_sparsity", "params", "teacher_params", "kept_layers", "teacher_layers", "selected", "cut_for",
+               "labels")  # fmt: skip
 
 
 def environment() -> dict[str, Any]:

@@ -68,6 +68,8 @@ class RunConfig:
     max_steps: int | None = None
     jobs: int = 1  # parallel worker processes (compressions and evaluations overlap)
     cache_budget_gb: float | None = None  # per evaluation; None: harness.plan's default share of the free space
+    task_cuts: bool = True  # with convexity: one cut per task from its own label's curve (OUT/convexity-cuts/TASK)
+    cut_labels: dict[str, str] | None = None  # task -> label type, overriding Task.convexity_labels
     command: str | None = None
 
     def evaluation_seeds(self) -> list[int]:
@@ -88,6 +90,10 @@ class Candidate:
     label: str
     upstream: str
     ckpt: str | None
+    tasks: tuple[str, ...] | None = None  # a per-task cut is evaluated on its task only; None: the run's tasks
+
+    def tasks_of(self, config: RunConfig) -> list[str]:
+        return list(self.tasks) if self.tasks else list(config.tasks)
 
 
 def run(config: RunConfig) -> int:
@@ -106,7 +112,7 @@ def run(config: RunConfig) -> int:
         if finished is not None:
             _check_same_teacher(job.out, teacher_hash)
             logger.info("%s: reusing the finished compression in %s", job.out.name, job.out)
-            compressed.extend(_candidates(config, finished))
+            compressed.extend(_candidates(config, finished) + _task_cuts(config, job))
         else:
             compressions.append(job)
 
@@ -121,7 +127,8 @@ def run(config: RunConfig) -> int:
                 step = f"compression {what[1].name}" if kind == "compress" else f"evaluation {what[0]}"
                 failures.append(_failed(step, outcome))
             elif kind == "compress":
-                for candidate in _candidates(config, outcome):
+                job = next(j for j in compressions if j.out == what[1])
+                for candidate in _candidates(config, outcome) + _task_cuts(config, job):
                     _submit_evaluation(workers, config, candidate, corpus)
             else:
                 failures.extend(outcome)
@@ -189,6 +196,12 @@ def check_config(config: RunConfig) -> None:
         )
     if config.jobs < 1:
         raise ValueError(f"--jobs {config.jobs}: give 1 or more parallel workers")
+    from harness.compression.convexity_options import LABEL_TYPES
+
+    for task, label in (config.cut_labels or {}).items():
+        if task not in config.tasks or label not in LABEL_TYPES:
+            raise ValueError(f"--cut-labels {task}={label}: give a task of --tasks ({', '.join(config.tasks)}) and a "
+                             f"label type ({', '.join(LABEL_TYPES)})")  # fmt: skip
     if config.max_steps is not None and config.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {config.max_steps}")
     if config.sparsities is not None and not all(0 < s < 1 for s in config.sparsities):
@@ -215,7 +228,7 @@ def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidat
     (they share its features)."""
     recorded = _recorded_tasks(config, candidate, corpus)  # read the records and hash the checkpoint once
     pending = []
-    for task in config.tasks:
+    for task in candidate.tasks_of(config):
         for seed in config.evaluation_seeds():
             if (task, seed) in recorded:
                 logger.info("%s / %s%s: record exists, skipped", candidate.label, task, _seed_text(config, seed))
@@ -223,6 +236,35 @@ def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidat
                 pending.append((task, seed))
     if pending:
         workers.submit(("evaluate", candidate.label), _evaluate_candidate, config, candidate, pending, corpus)
+
+
+def _task_cuts(config: RunConfig, job: CompressionJob) -> list[Candidate]:
+    """After a convexity compression: one cut of the teacher per task, where the convexity of the
+    task's own label type (``Task.convexity_labels``, or ``--cut-labels``) says, each evaluated on
+    its task only, beside the all-labels model (``OUT/convexity-cuts/TASK``). A task whose curve
+    keeps every layer has no cut (it would be the teacher). Truncations: no training."""
+    import json
+
+    from core.paths import CONVEXITY_FILE
+    from harness.compression.convexity import write_task_cut
+    from tasks.registry import get_task
+
+    if job.method != "convexity" or not config.task_cuts:
+        return []
+    info = json.loads((job.out / CONVEXITY_FILE).read_text(encoding="utf-8"))
+    rule = info.get("selection", {}).get("rule", "peak")
+    cuts = []
+    for task in config.tasks:
+        label = (config.cut_labels or {}).get(task) or get_task(task).convexity_labels
+        if not isinstance(info.get(label), list):
+            logger.warning("%s: no %s convexity curve in %s; no cut for %s", task, label, job.out, task)
+            continue
+        folder = write_task_cut(config.teacher, config.out / "convexity-cuts" / task, info[label], label, rule, task)
+        if folder is None:
+            logger.info("%s: the %s curve keeps every layer; its cut is the teacher", task, label)
+            continue
+        cuts.append(Candidate(f"convexity-cuts/{task}", config.upstream, str(folder), (task,)))
+    return cuts
 
 
 def _seed_text(config: RunConfig, seed: int) -> str:
@@ -407,7 +449,7 @@ def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> se
     ckpt_hash = checkpoint_hash(candidate.ckpt)
     wanted = {
         RecordIdentity(info.name, info.fingerprint, config.preset, candidate.upstream, ckpt_hash, task, seed): (task, seed)
-        for task in config.tasks
+        for task in candidate.tasks_of(config)
         for seed in config.evaluation_seeds()
     }
     done = set()

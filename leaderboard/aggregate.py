@@ -52,6 +52,7 @@ from leaderboard.labels import (
 )
 from leaderboard.points import Point
 from leaderboard.superb_points import POINTS_NOTE, SUPERB_REFERENCES, points_interval, superb_points
+from leaderboard.task_cuts import TaskCut, build_task_cuts, is_cut
 from tasks.benchmarks import FBANK, Benchmark, find_benchmark
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class CorpusTable:
     convexity: list[ConvexityCurves] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)  # one per row, for the Pareto plot
     budgets: list[Budget] = field(default_factory=list)  # the compressed rows by parameter budget
+    task_cuts: list[TaskCut] = field(default_factory=list)  # each task on its own convexity cut
     num_records: int = 0
     devices: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
@@ -194,6 +196,8 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
     if not records:
         raise ValueError("build_table needs at least one record")
     records = [as_record(r) for r in records]
+    cut_records = [r for r in records if is_cut(r)]  # per-task cuts: a view of their own, not rows
+    records = [r for r in records if not is_cut(r)] or records
     if benchmark is not None:
         others = sorted({r.task.name for r in records} - set(benchmark.tasks))
         records = [r for r in records if r.task.name in benchmark.tasks]
@@ -271,6 +275,7 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
         corpus=corpus, fingerprint=fingerprint, preset=preset, frame=frame, higher_is_better=higher,
         task_columns=task_columns, notes=notes, benchmark=benchmark.name if benchmark else None,
         convexity=find_convexity(rows.values()), points=points, budgets=build_budgets(points), num_records=len(records),
+        task_cuts=build_task_cuts([r for r in cut_records if r.task.name in tasks], reference_rows),
         devices=sorted({_device_text(r.device) for r in records} - {""}),
         commands=sorted({r.command for r in records if r.command}),
         latest_date=max((r.date for r in records), default=None) or None,

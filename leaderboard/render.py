@@ -34,6 +34,7 @@ from leaderboard.aggregate import (
     high_column,
     low_column,
 )
+from leaderboard.task_cuts import cuts_html, cuts_markdown
 from leaderboard.views import PARETO_ALT, budgets_csv, budgets_html, budgets_markdown, plot_pareto
 
 MISSING = "missing"
@@ -112,7 +113,7 @@ def to_markdown(tables: Sequence[CorpusTable], command: str | None = None) -> st
             out.append(f"Produced by: `{command_line}`  ")
         if table.notes:
             out += ["Notes:", *[f"- {note}" for note in table.notes]]
-        out += ["", *budgets_markdown(table)]
+        out += ["", *budgets_markdown(table), *cuts_markdown(table.task_cuts)]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -259,6 +260,7 @@ def to_html(tables: Sequence[CorpusTable], command: str | None = None) -> str:
         if table.notes:
             parts.append("<ul class=\"notes\">" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>")
         parts.append(budgets_html(table))
+        parts.append(cuts_html(table.task_cuts))
         sources = "; ".join(f"{c.source}: {portable_path(c.path)}" for c in table.convexity)
         pareto = base64.b64encode(plot_pareto([table])).decode("ascii")
         parts.append(_html_figure(pareto, PARETO_ALT, "SUPERB-style score vs parameters and vs MACs, Pareto frontier dashed"))

@@ -90,6 +90,9 @@ class Task(abc.ABC):
     #: The head is linear up to a mean over valid frames and has ``forward_pooled(means [B, D])``, so
     #: it trains exactly on each layer's per-utterance mean (a pooled cache entry) instead of frames.
     pools_linearly: ClassVar[bool] = False
+    #: The label type whose convexity curve chooses this task's own cut of the teacher (``harness
+    #: run``'s per-task convexity models): where the information the task needs gathers.
+    convexity_labels: ClassVar[str] = "word"
 
     def manifest_for(self, corpus: str | os.PathLike) -> str:
         """Which ``manifests/NAME`` of ``corpus`` the task reads (``manifest_task``; KS falls back)."""

@@ -51,6 +51,7 @@ class PR(CTCTask):
     manifest_task = "pr"
     metric_names = ("per",)
     main_metric = "per"
+    convexity_labels = "phone"  # where speaker (phone) information gathers: the cut for this task
     higher_is_better = False
     presets = {
         "demo": TaskPreset(

@@ -59,6 +59,7 @@ class SID(ClassificationTask):
     slots = ("speaker",)
     metric_names = ("accuracy",)
     main_metric = "accuracy"
+    convexity_labels = "speaker"  # where speaker (phone) information gathers: the cut for this task
     higher_is_better = True
     presets = {
         "demo": TaskPreset(

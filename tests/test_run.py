@@ -61,7 +61,8 @@ def test_a_record_from_an_older_schedule_is_not_reused(synth_corpus, teacher, tm
     monkeypatch.setitem(SID.presets, "demo", dataclasses.replace(demo, train=dataclasses.replace(demo.train, lr=0.02)))
     assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
     new = [r for r in load_records(tmp_path / "records") if r.config["train"]["lr"] == 0.02]
-    assert len({p.name for p in (tmp_path / "records").iterdir()} - first) == len(first) == len(new) == 3
+    # FBANK, the teacher, the convexity model (and SID's own convexity cut, where the speaker curve cuts)
+    assert len({p.name for p in (tmp_path / "records").iterdir()} - first) == len(first) == len(new) >= 3
 
 
 def _broken_compress(*args, **kwargs):
@@ -166,3 +167,31 @@ def test_matched_budgets_give_every_targeting_method_a_job_at_each_matched_size(
 def test_the_main_command_runs_only_the_methods_declared_for_it():
     assert pipeline.RunConfig().methods == ["convexity", "dphubert"]
     assert [m for m in methods.METHODS.names() if not methods.METHODS.get(m).in_default_run] == ["convexity_dphubert", "distill"]
+
+
+def test_each_task_is_also_evaluated_on_its_own_convexity_cut(synth_corpus, teacher, tmp_path, monkeypatch):
+    from convexity_fakes import fake_result  # tests/convexity_fakes.py
+
+    from harness.compression import convexity
+    from leaderboard.aggregate import build_leaderboard
+    from leaderboard.render import to_markdown
+
+    def fake_scores(layers, labels, config):  # speaker information peaks at state 1, words and phones at 3
+        peak = 1 if len(set(labels)) == 8 else 3  # micro has 8 speakers
+        return [fake_result(100.0 - 10 * abs(i - peak)) for i in range(len(layers))]
+
+    monkeypatch.setattr(convexity, "graph_convexity_per_layer", fake_scores)
+    args = _args(tmp_path, teacher, synth_corpus)
+    args[args.index("--tasks") + 1] = "sid,asr"
+    assert harness_main(args) == 0
+    cuts = {r.compression.get("cut_for"): r for r in load_records(tmp_path / "records") if r.compression.get("cut_for")}
+    assert set(cuts) == {"sid", "asr"}
+    assert cuts["sid"].task.name == "sid" and cuts["sid"].compression["kept_layers"] == 1  # the speaker curve's peak
+    assert cuts["asr"].task.name == "asr" and cuts["asr"].compression["labels"] == ["word"]
+    assert cuts["asr"].compression["kept_layers"] == 3
+    assert (tmp_path / "out" / "convexity-cuts" / "sid" / "model.safetensors").is_file()
+    (table,) = build_leaderboard(load_records(tmp_path / "records"))
+    assert len(table.frame) == 3  # FBANK, teacher, the all-labels model: cuts are not rows of the table
+    assert [c.task for c in table.task_cuts] == ["asr", "sid"] and table.task_cuts[1].difference is not None
+    markdown = to_markdown([table])
+    assert "### Per-task convexity cuts" in markdown and "| sid    | speaker | 1/4" in markdown

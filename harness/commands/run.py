@@ -77,6 +77,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-budget", type=float, default=None, metavar="GB",
                         help="feature cache each evaluation may add, in GB (default: half the free space of --cache); "
                         "frames that do not fit are extracted online")
+    parser.add_argument("--task-cuts", action=argparse.BooleanOptionalAction, default=True,
+                        help="with convexity, also cut the teacher once per task where the convexity of that task's "
+                        "own label type says (SID: speaker, PR: phone, ASR/SLU/KS: word) and evaluate each task on "
+                        "its own cut, beside the all-labels model (default: on)")
+    parser.add_argument("--cut-labels", default=None, metavar="TASK=LABEL,...",
+                        help="the label type of a task's cut, e.g. slu=phone,sid=word (default: each task's own)")
     parser.add_argument("--plan", action="store_true",
                         help="print the compressions, the evaluations still to run and the teacher's feature plan "
                         "(cache against budget and free space, extraction time); run nothing")
@@ -102,7 +108,15 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--head-seeds {args.head_seeds!r}: give whole numbers, e.g. 0,1,2") from err
         if not head_seeds:
             raise ValueError("--head-seeds is empty; give whole numbers, e.g. 0,1,2")
+    cut_labels = None
+    if args.cut_labels:
+        try:
+            cut_labels = dict(item.split("=", 1) for item in args.cut_labels.split(",") if item)
+        except ValueError as err:
+            raise ValueError(f"--cut-labels {args.cut_labels!r}: give TASK=LABEL pairs, e.g. sid=speaker,asr=word") from err
     config = RunConfig(
+        task_cuts=args.task_cuts,
+        cut_labels=cut_labels,
         head_seeds=head_seeds,
         jobs=_jobs(args.jobs, args.device),
         upstream=args.upstream,

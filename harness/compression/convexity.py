@@ -213,6 +213,27 @@ def _other_average(scores: LayerScores, average: str) -> tuple[str, dict[str, li
     return other, scores.by_average[other]
 
 
+def write_task_cut(
+    teacher: str, out: str | os.PathLike, curve: list[float], label: str, rule: str, task: str
+) -> Path | None:
+    """The teacher cut where ``label``'s convexity ``curve`` says (``rule``), for ``task`` alone:
+    a compact checkpoint in ``out`` (reused when it exists), or None when the curve keeps every layer
+    (the cut would be the teacher itself)."""
+    from upstreams import load_upstream
+    from upstreams.checkpoint import is_complete_checkpoint
+
+    selection = select_layers({label: curve}, rule)
+    out = Path(out)
+    if is_complete_checkpoint(out):
+        return out
+    model = load_upstream(teacher)
+    if selection.num_layers >= model.config.num_layers:
+        return None
+    summary = {"method": "convexity", "teacher": str(teacher), "labels": [label], "rule": rule, "cut_for": task,
+               "teacher_layers": model.config.num_layers, "teacher_params": model.num_params(), "reason": selection.reason}  # fmt: skip
+    return _save_depth(model, selection.num_layers, out, summary)
+
+
 def depth_sparsities(teacher: str) -> list[float]:
     """The sparsity of the teacher truncated to each depth 1 .. L-1 (what ``depths="all"`` writes)."""
     from upstreams import load_upstream
