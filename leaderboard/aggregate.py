@@ -241,11 +241,13 @@ def build_table(records: Sequence[Record | Mapping[str, Any]], benchmark: Benchm
         if others:
             notes.append(f"records of tasks outside benchmark {benchmark.name} left out: {', '.join(others)}")
 
-    spread = row_intervals(list(rows.values()), tasks, fbank_rows[0] if fbank_rows else None, reference_rows, notes)
+    anchors: list[str] = []  # the tasks whose reference beats FBANK significantly: the score is over them
+    spread = row_intervals(list(rows.values()), tasks, fbank_rows[0] if fbank_rows else None, reference_rows, notes, anchors)
+    scored_tasks = anchors if spread else tasks
 
     table_rows, points = [], []
     for row in rows.values():
-        score = superb_score(row, fbank, reference, tasks)
+        score = superb_score(row, fbank, reference, scored_tasks)
         missing = [t for t in tasks if row.get(t) is None]
         if missing:
             notes.append(f"score missing for {row_label(row)}: no result for {', '.join(missing)}")
@@ -302,12 +304,18 @@ def high_column(column: str) -> str:
 
 def row_intervals(
     rows: Sequence[dict[str, Any]], tasks: Sequence[str], fbank_row: dict[str, Any] | None,
-    reference_rows: Mapping[str, dict[str, Any] | None], notes: list[str],
+    reference_rows: Mapping[str, dict[str, Any] | None], notes: list[str], anchors: list[str] | None = None,
 ) -> dict[int, dict[str, tuple[float, float]]]:
     """Per row (by ``id``), the 95 % interval of each task figure and of the score; appends the
     method and each compressed row's paired test against the task's reference row to ``notes``, and
     keeps each row's score on every resample as ``row["_score_samples"]`` (for the budget view).
-    Empty when no record keeps per-utterance counts (older records): the table is then as before."""
+    Empty when no record keeps per-utterance counts (older records): the table is then as before.
+
+    A task anchors the score only where its reference beats FBANK significantly (the paired
+    interval of reference - FBANK, in the metric's better direction, excludes 0): elsewhere the
+    ratio ``(s - FBANK) / (reference - FBANK)`` divides by a difference that may be noise and can
+    take any value. Such a task is named in ``notes`` and left out of the score, which is then over
+    the anchored tasks (``anchors`` receives them); its column and intervals stay."""
     from leaderboard import intervals as ci
 
     samples: dict[int, dict[str, Any]] = {}
@@ -331,8 +339,11 @@ def row_intervals(
     base = samples.get(id(fbank_row), {}) if fbank_row else {}
     best = {t: samples.get(id(r), {}).get(t) for t, r in reference_rows.items() if r is not None}
     best = {t: s for t, s in best.items() if s is not None}
+    anchored = _anchored_tasks(tasks, base, best, reference_rows, fbank_row, notes)
+    if anchors is not None:
+        anchors[:] = anchored
     for row in rows:
-        score = ci.score_samples(samples.get(id(row), {}), base, best, tasks, SCORE_SCALE)
+        score = ci.score_samples(samples.get(id(row), {}), base, best, anchored, SCORE_SCALE)
         row["_score_samples"] = score  # the budget view compares rows on these same draws
         if score is not None and row.get("upstream") != FBANK:
             spread[id(row)][SCORE_KEY] = ci.interval(score)
@@ -350,6 +361,32 @@ def row_intervals(
             notes.append(f"{row_label(row)} vs {row_label(reference)} on {task}: {row[task] - reference[task]:+.2f} "
                          f"[{low:+.2f}, {high:+.2f}], {verdict}")  # fmt: skip
     return spread
+
+
+def _anchored_tasks(tasks, base, best, reference_rows, fbank_row, notes: list[str]) -> list[str]:
+    """The tasks on which the reference beats FBANK significantly (see :func:`row_intervals`)."""
+    from leaderboard import intervals as ci
+
+    anchored = []
+    for task in tasks:
+        if task not in base or task not in best:
+            anchored.append(task)  # no samples to test: the score is missing or as before
+            continue
+        higher = reference_rows[task]["_by_task"][task][0].task.higher_is_better
+        gain = (best[task] - base[task]) if higher else (base[task] - best[task])
+        low, high = ci.interval(gain)
+        if low > 0.0:
+            anchored.append(task)
+            continue
+        reference, fbank = reference_rows[task][task], fbank_row[task]
+        notes.append(
+            f"{task} does not anchor the score: its reference ({reference:.2f}) beats FBANK ({fbank:.2f}) by "
+            f"{(reference - fbank) * (1 if higher else -1):+.2f} [{low:+.2f}, {high:+.2f}], not significantly, so a "
+            f"ratio to that difference is noise; the score is over the other tasks"
+        )
+    if len(anchored) < len(tasks):
+        notes.append(f"SUPERB-style score over {', '.join(anchored) or 'no task'} (of {', '.join(tasks)})")
+    return anchored
 
 
 def _add_superb_points(

@@ -115,3 +115,24 @@ def test_records_without_counts_give_the_table_as_before():
     del plain["per_utterance"]
     (table,) = build_leaderboard([plain])
     assert not any("95%" in c for c in table.frame.columns) and "head seeds" not in table.frame.columns
+
+
+def test_a_task_where_the_reference_does_not_beat_fbank_leaves_the_score():
+    """SID: the reference and FBANK answer alike, so (s - FBANK) / (ref - FBANK) would divide by noise."""
+    n = 40
+    records = [
+        record("fbank", "sid", [1] * 30 + [0] * 10),
+        record("fbank", "asr", [(5, 10)] * n),
+        record("hubert", "sid", [1] * 31 + [0] * 9),  # one utterance better: not significant
+        record("hubert", "asr", [(1, 10)] * n),
+        record("pruned", "sid", [1] * 20 + [0] * 20, method="dphubert"),
+        record("pruned", "asr", [(3, 10)] * n, method="dphubert"),
+    ]
+    (table,) = build_leaderboard(records, Benchmark("two tasks", ("asr", "sid"), corpus="synthspeech", schedule="demo"))
+    frame = table.frame.set_index("upstream")
+    assert frame.loc["pruned", SCORE_COLUMN] == pytest.approx(500.0)  # asr alone: (30 - 50) / (10 - 50)
+    assert frame.loc["hubert", SCORE_COLUMN] == pytest.approx(1000.0)
+    notes = " ".join(table.notes)
+    assert "sid does not anchor the score" in notes and "SUPERB-style score over asr (of asr, sid)" in notes
+    sid = next(c for c in frame.columns if c.startswith("SID") and "95%" not in c)
+    assert frame.loc["pruned", sid] == pytest.approx(50.0)  # the column stays
