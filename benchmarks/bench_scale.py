@@ -17,6 +17,24 @@ VoxCeleb1 (SID) and Fluent Speech Commands (SLU), each as frames and as pooled s
 size, and hours to extract once on this device. Corpus hours are the published sizes of those
 corpora (the pooled size also needs the utterance count). Writes nothing outside a temporary
 directory; prints one table per part.
+
+Measured (2026-12-02, commit 8d23dc7 plus this script's online row, 2-core AMD EPYC, one torch thread,
+beside the published leaderboard's two evaluation workers: load average about 3; SynthSpeech tiny,
+64 SID training utterances = 3.0 min of audio)::
+
+    entry    wall s   audio h / wall h   bytes / audio h
+    frames     59.0               3.04   3.61 GB
+    pooled     43.6               4.11   51.3 MB      (40 KB per utterance; these average 2.8 s)
+
+    head          ms / step
+    sid, frames      536.8
+    sid, pooled        3.6   (150x faster)
+    asr, frames      725.8
+    asr, online    21502.7   (29.6x slower: the upstream runs in every step)
+
+    LibriSpeech 100 h + dev/test-clean (asr, pr): 111.4 h, frames 402 GB, extract once 36.7 h
+    VoxCeleb1 (sid): 352 h, frames 1,270 GB, pooled 6.1 GB, 115.9 h
+    Fluent Speech Commands (slu): 19 h, frames 69 GB, pooled 1.2 GB, 6.3 h
 """
 
 from __future__ import annotations
