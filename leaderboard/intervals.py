@@ -103,7 +103,9 @@ def score_samples(
     tasks: Sequence[str], scale: float,
 ) -> np.ndarray | None:
     """The SUPERB-style score on every resample, from per-task samples of the row, FBANK and the
-    reference; None when any of them lacks samples for a task."""
+    reference; None when any of them lacks samples for a task, or there is no task to score over."""
+    if not tasks:
+        return None
     ratios = []
     for task in tasks:
         if task not in rows or task not in fbank or task not in reference:

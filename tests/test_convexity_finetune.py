@@ -61,7 +61,7 @@ def test_finetune_compares_pruned_with_full(synth_corpus, models, tmp_path, monk
 
 
 def test_unknown_task_and_missing_manifests(synth_corpus, tmp_path):
-    with pytest.raises(UnknownNameError, match="Known tasks: asr, pr, sid, slu"):
+    with pytest.raises(UnknownNameError, match="Known tasks: asr, ks, pr, sid, slu"):
         finetune.check_task_data("spk", synth_corpus, "demo")
     corpus = tmp_path / "asr-only"
     for split in ("train", "valid", "test"):

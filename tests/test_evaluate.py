@@ -139,7 +139,7 @@ def test_lr_sweep_selects_the_best_valid_rate(synth_corpus, tmp_path):
 def test_unknown_names_are_errors_that_list_the_known_ones(tmp_path, caplog):
     caplog.set_level(logging.ERROR)
     assert _run("--upstream", "fbank", "--tasks", "asr,sdi", "--corpus", str(tmp_path)) == 2
-    assert "unknown task 'sdi'. Did you mean 'sid'? Known tasks: asr, pr, sid, slu." in caplog.text
+    assert "unknown task 'sdi'. Did you mean 'sid'? Known tasks: asr, ks, pr, sid, slu." in caplog.text
     caplog.clear()
     assert _run("--upstream", "fbnak", "--tasks", "asr", "--corpus", str(tmp_path)) == 2
     assert "unknown upstream 'fbnak'" in caplog.text and "'fbank'" in caplog.text
