@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from core.files import write_json
-from core.paths import CHECKPOINTS_FILE, CONVEXITY_FILE
+from core.paths import CHECKPOINTS_FILE, CONVEXITY_FILE, portable_path
 from harness.compression.convexity_options import (
     AVERAGES,
     DEFAULT_AVERAGE,
@@ -229,7 +229,7 @@ def write_task_cut(
     model = load_upstream(teacher)
     if selection.num_layers >= model.config.num_layers:
         return None
-    summary = {"method": "convexity", "teacher": str(teacher), "labels": [label], "rule": rule, "cut_for": task,
+    summary = {"method": "convexity", "teacher": portable_path(teacher), "labels": [label], "rule": rule, "cut_for": task,
                "teacher_layers": model.config.num_layers, "teacher_params": model.num_params(), "reason": selection.reason}  # fmt: skip
     return _save_depth(model, selection.num_layers, out, summary)
 
@@ -297,7 +297,7 @@ def compress_convexity(
     curves, probes, influence, counts = scores.curves, scores.probes, scores.influence, scores.counts
 
     selection = select_layers(curves, rule)
-    summary = {"method": "convexity", "teacher": str(teacher), "labels": list(label_types), "rule": rule,
+    summary = {"method": "convexity", "teacher": portable_path(teacher), "labels": list(label_types), "rule": rule,
                "teacher_layers": model.config.num_layers, "teacher_params": model.num_params(), "reason": selection.reason}  # fmt: skip
     if average != DEFAULT_AVERAGE:  # (the default stays out: the same bytes, the same checkpoint hashes as before)
         summary["average"] = average

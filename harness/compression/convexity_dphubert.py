@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from core.files import write_json
-from core.paths import CONVEXITY_FILE
+from core.paths import CONVEXITY_FILE, portable_path
 from harness.compression.convexity import score_layers
 from harness.compression.convexity_options import (
     AVERAGES,
@@ -112,7 +112,7 @@ def compress_convexity_dphubert(
     del full
     budget = round((1.0 - config.sparsity) * teacher_params)
     summary = {
-        "method": "convexity_dphubert", "teacher": str(teacher), "sparsity": config.sparsity, "dir": str(run.out),
+        "method": "convexity_dphubert", "teacher": portable_path(teacher), "sparsity": config.sparsity, "dir": str(run.out),
         "kept_layers": depth, "teacher_layers": teacher_layers, "labels": list(label_types), "rule": rule,
         "reason": choice["selection"]["reason"], "truncated_params": truncated.num_params(), "budget": budget,
     }  # fmt: skip

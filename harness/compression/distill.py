@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.paths import portable_path
 from harness.compression.distill_options import (
     DEFAULT_LOSS,
     LOSSES,
@@ -247,7 +248,7 @@ def compress_distill(
     final = student.encoder.eval()
     params = final.num_params()
     summary = {
-        "method": "distill", "teacher": str(teacher), "sparsity": config.sparsity, "dir": str(run.out),
+        "method": "distill", "teacher": portable_path(teacher), "sparsity": config.sparsity, "dir": str(run.out),
         "achieved_sparsity": round(1.0 - params / teacher_params, 5), "params": params, "teacher_params": teacher_params,
         "budget": budget, "kept_layers": depth, "teacher_layers": teacher_model.config.num_layers,
         "student": {"layers": depth, "init": f"teacher layers 1-{depth}", "heads": final.config.num_heads,

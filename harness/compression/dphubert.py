@@ -51,6 +51,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from core.paths import portable_path
 from harness import training
 from harness.compression.distillation import (  # noqa: F401 - re-exported: the recipe's pieces
     CorpusAudio,
@@ -174,7 +175,7 @@ def compress_dphubert(
     final, budget, prune_summary = prune_and_distill(run, teacher_model, teacher_params, layers, corpus)
     params = final.num_params()
     summary = {
-        "method": "dphubert", "teacher": str(teacher), "sparsity": config.sparsity, "dir": str(run.out),
+        "method": "dphubert", "teacher": portable_path(teacher), "sparsity": config.sparsity, "dir": str(run.out),
         "achieved_sparsity": round(1.0 - params / teacher_params, 5), "params": params, "teacher_params": teacher_params,
         "budget": budget, "preset": preset, "stage1_steps": config.stage1_steps, "stage2_steps": config.stage2_steps,
         "distill_layers": layers, "world_size": run.runtime.world_size, **prune_summary,
