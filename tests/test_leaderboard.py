@@ -226,7 +226,7 @@ def test_local_teacher_shows_by_name_and_hub_teacher_as_given():
     assert upstream_identity(record)["teacher"] == "facebook/hubert-base-ls960"
 
 
-PUBLISHED = {"cpu-demo": "synthspeech-demo", "synthspeech-demo": "synthspeech-demo"}  # folder: benchmark
+PUBLISHED = {"synthspeech-demo": "synthspeech-demo"}  # folder: benchmark
 
 
 @pytest.mark.parametrize("folder", sorted(PUBLISHED))
