@@ -385,32 +385,24 @@ def load_split(
     checksums: dict[str, str],
     device: str,
     kind: str = "frames",
-    budget: Budget | None = None,
     shape: Callable[[], tuple[int, int, int]] | None = None,
     runtime: Runtime | None = None,
 ) -> tuple[SplitData, float]:
-    """Manifest rows, references and features (of ``kind``) of one split; returns extraction seconds too.
-
-    With a ``budget``, an entry not in the cache yet is granted its estimated bytes
-    (:mod:`harness.plan`; ``shape()`` gives the upstream's (layers, dim, stride)); frames that do
-    not fit are read online (:class:`harness.online.OnlineSet`), never cached.
-    """
+    """Manifest rows, references and features (of ``kind``, as :func:`split_plans` decided: pooled,
+    frames, or online, read by :class:`harness.online.OnlineSet` with ``shape()`` = the upstream's
+    (layers, dim, stride) and never cached) of one split; returns extraction seconds too."""
     manifest = task.manifest_for(config.corpus)
     frame = read_manifest(config.corpus, manifest, split)
     if frame.empty:
         raise ValueError(f"{config.corpus}: manifest {manifest}/{split} has no rows")
     identities = [audio_identity(p, checksums) for p in frame["wav_path"]]
     durations = list(frame["duration"].astype(float))
-    if budget is not None:
-        cached = cache.has(entry_key(spec, identities, kind))
-        estimate = 0 if cached else entry_bytes(kind, durations, shape())
-        kind = budget.grant(kind, cached, estimate, f"{config.corpus}: {manifest}/{split}")
     if kind == "online":
         online = OnlineSet(list(frame["wav_path"]), identities, durations, upstream, shape(), spec.dtype,
                            config.extract_batch_seconds)  # fmt: skip
         return SplitData(online, online.rows(identities), task.references(frame), list(frame["id"])), 0.0
     features, seconds = cache.get_or_extract(
-        spec, list(frame["wav_path"]), identities, list(frame["duration"].astype(float)), upstream,
+        spec, list(frame["wav_path"]), identities, durations, upstream,
         device=device, batch_seconds=config.extract_batch_seconds, description=f"{manifest}/{split}",
         kind=kind, rank=runtime.rank if runtime else 0, world_size=runtime.world_size if runtime else 1,
     )
@@ -477,23 +469,25 @@ def setup(config: EvaluateConfig) -> Session:
     )
 
 
-def split_plans(session: Session) -> list[SplitPlan]:
-    """Each (task, split) of the run: its features' kind, granted from the session's cache budget in
-    the order the run reads them (:mod:`harness.plan`); raises when a pooled entry cannot fit."""
+def split_plans(session: Session, tasks: list[str] | None = None) -> list[SplitPlan]:
+    """Each (task, split) of ``tasks`` (default: the run's): its features' kind, granted from the
+    session's cache budget in the order the run reads them (:mod:`harness.plan`); raises when a
+    pooled entry cannot fit."""
     config = session.config
     rtf = session.cost.get("real_time_factor")
     plans, planned = [], set()
-    for name in config.tasks:
+    for name in tasks or config.tasks:
         task = get_task(name)
         kind = feature_kind(task, task_preset(task, config.preset, config.max_steps), config.utterance_features)
+        manifest = task.manifest_for(config.corpus)
         for split in SPLITS:
-            frame = read_manifest(config.corpus, task.manifest_for(config.corpus), split)
+            frame = read_manifest(config.corpus, manifest, split)
             identities = [audio_identity(p, session.checksums) for p in frame["wav_path"]]
             durations = list(frame["duration"].astype(float))
             key = entry_key(session.spec, identities, kind)
             cached = key in planned or session.cache.has(key)  # ASR, PR and SID share their audio's entries
             estimate = 0 if cached else entry_bytes(kind, durations, session.shape())
-            granted = session.budget.grant(kind, cached, estimate, f"{task.manifest_for(config.corpus)}/{split}")
+            granted = session.budget.grant(kind, cached, estimate, f"{manifest}/{split}")
             if granted != "online":
                 planned.add(key)
             hours = sum(durations) / 3600
@@ -546,17 +540,17 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
     """Features, labels, training (one run per learning rate), selection on valid, test, record.
 
     ``kinds`` maps (task, split) to the features planned by :func:`split_plans`; without it the
-    task's splits are granted from the session's budget here.
+    task's splits are planned here.
     """
     config = session.config
     preset = task_preset(task, config.preset, config.max_steps)
-    kind = feature_kind(task, preset, config.utterance_features)
+    if kinds is None:
+        kinds = {(p.task, p.split): p.kind for p in split_plans(session, [task.name])}
     data, extraction = {}, {}
     for split in SPLITS:
-        planned = kinds.get((task.name, split)) if kinds else None
         data[split], extraction[split] = load_split(
             task, config, split, session.cache, session.spec, session.upstream, session.checksums, session.device,
-            planned or kind, None if planned else session.budget, session.shape, session.runtime,
+            kinds[task.name, split], session.shape, session.runtime,
         )  # fmt: skip
     task.fit_labels(data["train"].references)
     data["train"].targets = [task.encode(ref) for ref in data["train"].references]

@@ -410,28 +410,38 @@ def _extracted_frames(
     """Run the upstream over length-sorted batches; yields ``(audio identity, [frames, layers, dim]
     float16)`` per utterance and fills ``shape`` from the first batch."""
     upstream = upstream.to(device).eval()
-    autocast_dtype = EXTRACT_DTYPES[spec.dtype]
     order = sorted(utterances, key=lambda k: (-utterances[k][1], k))  # longest first: memory peaks early
     batches = _duration_batches([utterances[k][1] for k in order], batch_seconds)
     with tqdm(total=len(order), desc=f"extract {description}", unit="utt") as bar:
         for batch in batches:
             batch_keys = [order[i] for i in batch]
-            wavs = [load_audio(utterances[k][0]) for k in batch_keys]
-            wav_lens = torch.tensor([len(w) for w in wavs])
-            padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True).to(device)
-            autocast = (
-                torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype)
-                if autocast_dtype is not None
-                else contextlib.nullcontext()
-            )
-            with autocast:
-                hidden_states, hidden_lens = upstream(padded, wav_lens.to(device))
+            hidden_states, frames = forward_batch(upstream, [load_audio(utterances[k][0]) for k in batch_keys], device,
+                                                  spec.dtype)  # fmt: skip
             if not shape.layers:
                 shape.layers, shape.dim, shape.stride = _check_shapes(spec.name, upstream, hidden_states)
             stacked = torch.stack([h.float() for h in hidden_states], dim=2).to(torch.float16).cpu()  # [B, T, L, D]
             for b, key in enumerate(batch_keys):
-                yield key, stacked[b, : int(hidden_lens[0][b])].numpy()
+                yield key, stacked[b, : int(frames[b])].numpy()
             bar.update(len(batch))
+
+
+def forward_batch(
+    upstream: torch.nn.Module, wavs: Sequence[torch.Tensor], device: str, dtype: str
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One padded batch of waveforms through an s3prl-style upstream under the extraction precision's
+    autocast (``dtype``, a key of :data:`EXTRACT_DTYPES`): its hidden states and their valid frame
+    counts (CPU, long). Cached and online extraction both run the upstream through here."""
+    lengths = torch.tensor([len(w) for w in wavs])
+    padded = torch.nn.utils.rnn.pad_sequence(list(wavs), batch_first=True).to(device)
+    autocast_dtype = EXTRACT_DTYPES[dtype]
+    autocast = (
+        torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        hidden_states, hidden_lens = upstream(padded, lengths.to(device))
+    return hidden_states, hidden_lens[0].to("cpu", torch.long)
 
 
 def _frames_from_entry(entry: FeatureSet, utterances: dict[str, tuple[str, float]]) -> Iterator[tuple[str, np.ndarray]]:

@@ -17,14 +17,13 @@ its memory stays bounded whatever the head's batch. A training crop (``max_frame
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from core.audio import SAMPLE_RATE
-from harness.features import EXTRACT_DTYPES, _check_shapes, _duration_batches
+from harness.features import _check_shapes, _duration_batches, forward_batch
 from tasks.audio import load_audio
 
 
@@ -53,7 +52,7 @@ class OnlineSet:
             [max(1, round(unique[key][1] * SAMPLE_RATE / self.downsample_rate)) for key in self.keys], dtype=np.int64
         )
         self.upstream = upstream
-        self.autocast_dtype = EXTRACT_DTYPES[dtype]
+        self.dtype = dtype
         self.batch_seconds = batch_seconds
         self._row = {key: i for i, key in enumerate(self.keys)}
 
@@ -89,14 +88,6 @@ class OnlineSet:
 
     def _forward(self, module: torch.nn.Module, wavs: list[torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``[b, T, layers, D]`` float32 on the CPU and the frame counts of one padded sub-batch."""
-        lengths = torch.tensor([len(w) for w in wavs])
-        padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True).to(device)
-        autocast = (
-            torch.autocast(device_type=torch.device(device).type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
-            hidden_states, hidden_lens = module(padded, lengths.to(device))
+        hidden_states, frames = forward_batch(module, wavs, device, self.dtype)
         _check_shapes("online upstream", module, hidden_states)
-        return torch.stack([h.float() for h in hidden_states], dim=2).cpu(), hidden_lens[0].to("cpu", torch.long)
+        return torch.stack([h.float() for h in hidden_states], dim=2).cpu(), frames
