@@ -156,10 +156,9 @@ def plan_run(config: RunConfig) -> str:
         options = ", ".join(f"{k}={v}" for k, v in job.options.items()) or "its defaults"
         lines.append(f"- {job.method} -> {job.out} ({options}): {state}")
     teacher = str(_teacher_checkpoint(config))
-    pending = 0
-    for candidate in [Candidate("fbank", FBANK, None), Candidate("teacher", config.upstream, teacher)]:
-        pending += len(config.tasks) * len(config.evaluation_seeds()) - len(_recorded_tasks(config, candidate, corpus))
     per_model = len(config.tasks) * len(config.evaluation_seeds())
+    references = [Candidate("fbank", FBANK, None), Candidate("teacher", config.upstream, teacher)]
+    pending = sum(per_model - len(_recorded_tasks(config, candidate, corpus)) for candidate in references)
     lines += ["", "## evaluations", "",
               f"- references (FBANK, teacher): {pending} of {2 * per_model} without a record",
               f"- each compact model: {len(config.tasks)} task(s) x {len(config.evaluation_seeds())} head seed(s) = "

@@ -217,15 +217,17 @@ def write_task_cut(
     teacher: str, out: str | os.PathLike, curve: list[float], label: str, rule: str, task: str
 ) -> Path | None:
     """The teacher cut where ``label``'s convexity ``curve`` says (``rule``), for ``task`` alone:
-    a compact checkpoint in ``out`` (reused when it exists), or None when the curve keeps every layer
-    (the cut would be the teacher itself)."""
+    a compact checkpoint in ``out`` (reused when it holds that cut: the same label and depth), or
+    None when the curve keeps every layer (the cut would be the teacher itself)."""
     from upstreams import load_upstream
-    from upstreams.checkpoint import is_complete_checkpoint
+    from upstreams.checkpoint import is_complete_checkpoint, read_compact_config
 
     selection = select_layers({label: curve}, rule)
     out = Path(out)
     if is_complete_checkpoint(out):
-        return out
+        made = read_compact_config(out)[1].get("compression", {})
+        if made.get("labels") == [label] and made.get("kept_layers") == selection.num_layers:
+            return out
     model = load_upstream(teacher)
     if selection.num_layers >= model.config.num_layers:
         return None
