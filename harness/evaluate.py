@@ -46,7 +46,7 @@ from harness.features import (
 )
 from harness.online import OnlineSet
 from harness.plan import Budget, SplitPlan, entry_bytes, format_plan
-from harness.training import Runtime, setup_runtime
+from harness.training import Runtime, lr_factor_fn, setup_runtime
 from tasks.base import Task, TaskPreset
 from tasks.corpora.manifest import SPLITS, CorpusInfo, read_manifest
 from tasks.registry import get_task
@@ -304,6 +304,9 @@ def train_head(
     model = DownstreamModel(train.features, task.build_head(train.features.hidden_size, preset.head)).to(device)
     forward = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = None
+    if cfg.warmup_fraction is not None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(cfg.steps, cfg.warmup_fraction))
     max_frames = None
     if cfg.max_train_seconds is not None:
         max_frames = max(1, round(cfg.max_train_seconds * SAMPLE_RATE / train.features.downsample_rate))
@@ -333,6 +336,8 @@ def train_head(
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
         bar.set_postfix(loss=f"{total_loss:.3f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = task.score(valid.references, predict(model, task, valid, cfg.eval_batch_size, device, runtime))

@@ -46,6 +46,9 @@ class TrainConfig:
         grad_clip: max gradient norm.
         max_train_seconds: random crop of training utterances (SID: 8 s), ``None`` for none.
         eval_batch_size: utterances per batch at validation and test.
+        warmup_fraction: with a value, the learning rate warms up linearly over this fraction of
+            the steps and then decays linearly to 0 at the last step; ``None`` keeps it constant
+            (SUPERB's schedules).
     """
 
     steps: int
@@ -57,11 +60,14 @@ class TrainConfig:
     grad_clip: float = 1.0
     max_train_seconds: float | None = None
     eval_batch_size: int = 32
+    warmup_fraction: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "grad_accum", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"TrainConfig.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.lr <= 0 or any(lr <= 0 for lr in self.lr_grid):
             raise ValueError(f"learning rates must be > 0, got lr={self.lr}, lr_grid={self.lr_grid}")
 

@@ -39,7 +39,7 @@ class KS(ClassificationTask):
     presets = {
         "demo": TaskPreset(
             head=PoolingHeadConfig(),
-            train=TrainConfig(steps=1000, batch_size=16, lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2), eval_every=100),
+            train=TrainConfig(steps=1000, batch_size=16, lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2), eval_every=100, warmup_fraction=0.05),
         ),
         "paper": TaskPreset(
             head=PoolingHeadConfig(),

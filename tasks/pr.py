@@ -56,7 +56,7 @@ class PR(CTCTask):
     presets = {
         "demo": TaskPreset(
             head=LinearHeadConfig(),
-            train=TrainConfig(steps=600, batch_size=16, lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2), eval_every=100),
+            train=TrainConfig(steps=600, batch_size=16, lr=1e-2, lr_grid=(3e-3, 1e-2, 3e-2), eval_every=100, warmup_fraction=0.05),
         ),
         "paper": TaskPreset(
             head=LinearHeadConfig(),

@@ -136,6 +136,38 @@ def test_lr_sweep_selects_the_best_valid_rate(synth_corpus, tmp_path):
     assert record["metrics"]["valid"] == best["valid"]
 
 
+def test_demo_heads_warm_up_then_decay_to_zero_over_the_capped_steps(synth_corpus, tmp_path, monkeypatch):
+    """The demo schedule: linear warm-up over 5 % of the steps, linear decay to 0 at the last step
+    (``--max-steps`` caps the steps the decay spans); the paper schedule keeps SUPERB's constant rate."""
+    demo = get_task("sid").preset("demo").train
+    assert demo.warmup_fraction == 0.05 and get_task("sid").preset("paper").train.warmup_fraction is None
+    rates: list[float] = []
+    adam_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    config = EvaluateConfig(
+        upstream="fbank", tasks=["sid"], corpus=synth_corpus, max_steps=40,
+        cache_dir=tmp_path / "cache", records_dir=tmp_path / "rec",
+    )
+    evaluate(config)
+    assert len(rates) == 40
+    assert rates[0] == pytest.approx(demo.lr / 2)  # warm-up: floor(40 x 0.05) = 2 steps
+    assert rates[1] == rates[2] == pytest.approx(demo.lr)  # the peak, where the decay starts
+    assert all(a > b for a, b in zip(rates[2:-1], rates[3:], strict=True))  # then strictly falling
+    assert rates[-1] == pytest.approx(demo.lr / 38)  # the last step's rate; 0 after it
+
+
+def test_train_config_rejects_a_warmup_fraction_outside_0_1():
+    from tasks.base import TrainConfig
+
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        TrainConfig(steps=10, batch_size=2, lr=1e-3, lr_grid=(1e-3,), eval_every=5, warmup_fraction=1.0)
+
+
 def test_unknown_names_are_errors_that_list_the_known_ones(tmp_path, caplog):
     caplog.set_level(logging.ERROR)
     assert _run("--upstream", "fbank", "--tasks", "asr,sdi", "--corpus", str(tmp_path)) == 2

@@ -187,7 +187,9 @@ def test_tiny_preset_size(tmp_path):
     assert len(per_speaker) == tiny.speakers and set(per_speaker) == {tiny.test_sentences_per_speaker}
     slu_test = read_manifest(root, "slu", "test")
     assert set(slu_test["speaker"].value_counts()) == {tiny.test_commands_per_speaker}
-    assert len(read_manifest(root, "sid", "train")) == tiny.speakers * 16  # train stays small
+    assert len(read_manifest(root, "sid", "train")) == tiny.speakers * 48
+    assert len(read_manifest(root, "sid", "valid")) == tiny.speakers * 6
+    assert len(read_manifest(root, "slu", "train")) == tiny.speakers * 64
 
 
 def test_presets_without_test_sizes_keep_their_parameters():
