@@ -216,10 +216,35 @@ def check_config(config: RunConfig) -> None:
 
 
 def _candidates(config: RunConfig, checkpoints: list[Path]) -> list[Candidate]:
-    """The compact checkpoints of one compression as candidates, named by their place under ``OUT``."""
+    """The compact checkpoints of one compression as candidates, named by their place under ``OUT``.
+    A checkpoint that is the teacher itself (a rule that keeps every layer) is not evaluated again:
+    its row would repeat the teacher's."""
     out = Path(config.out)
-    names = [path.relative_to(out).as_posix() if path.is_relative_to(out) else path.name for path in checkpoints]
-    return [Candidate(name, config.upstream, str(path)) for name, path in zip(names, checkpoints, strict=True)]
+    teacher = _teacher_checkpoint(config)
+    candidates = []
+    for path in checkpoints:
+        name = path.relative_to(out).as_posix() if path.is_relative_to(out) else path.name
+        if is_teacher_copy(teacher, path):
+            logger.info("%s: keeps every weight of the teacher unchanged; its row is the teacher's, not evaluated again", name)
+            continue
+        candidates.append(Candidate(name, config.upstream, str(path)))
+    return candidates
+
+
+def is_teacher_copy(teacher: Path, checkpoint: Path) -> bool:
+    """Whether compact ``checkpoint`` holds exactly the compact ``teacher``: the same architecture and
+    every tensor equal (only read when the architectures match)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from upstreams.checkpoint import WEIGHTS_NAME, read_compact_config
+
+    if Path(teacher).resolve() == Path(checkpoint).resolve():
+        return True
+    if read_compact_config(teacher)[0] != read_compact_config(checkpoint)[0]:
+        return False
+    ours, theirs = load_file(str(Path(teacher) / WEIGHTS_NAME)), load_file(str(Path(checkpoint) / WEIGHTS_NAME))
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> None:

@@ -106,7 +106,8 @@ def test_head_seeds_give_one_record_per_seed_and_an_averaged_table_with_interval
         by_row.setdefault((record.upstream["name"], record.compression.get("method")), set()).add(record.seed)
     assert by_row == {("fbank", None): {0, 1}, ("pruned_hubert", None): {0, 1}, ("pruned_hubert", "convexity"): {0, 1}}
     table = (tmp_path / "lb" / "leaderboard.md").read_text(encoding="utf-8")
-    assert "head seeds" in table and "95 % intervals" in table and "vs pruned_hubert" in table
+    # the all-labels rule keeps every layer of this teacher (no row of its own); SID's speaker cut is compared with it
+    assert "head seeds" in table and "95 % intervals" in table and "| sid    | speaker | 1/4" in table
     before = {p.name for p in (tmp_path / "records").iterdir()}
     assert harness_main([*_args(tmp_path, teacher, synth_corpus), "--head-seeds", "1,0"]) == 0  # all done: nothing new
     assert {p.name for p in (tmp_path / "records").iterdir()} == before
@@ -195,3 +196,32 @@ def test_each_task_is_also_evaluated_on_its_own_convexity_cut(synth_corpus, teac
     assert [c.task for c in table.task_cuts] == ["asr", "sid"] and table.task_cuts[1].difference is not None
     markdown = to_markdown([table])
     assert "### Per-task convexity cuts" in markdown and "| sid    | speaker | 1/4" in markdown
+
+
+def test_a_rule_that_keeps_every_layer_is_not_evaluated_again(synth_corpus, teacher, tmp_path, monkeypatch, caplog):
+    from convexity_fakes import fake_result
+
+    from harness.compression import convexity
+
+    def rising(layers, labels, config):  # convexity grows to the last state: the rule keeps every layer
+        return [fake_result(10.0 * i) for i in range(len(layers))]
+
+    monkeypatch.setattr(convexity, "graph_convexity_per_layer", rising)
+    with caplog.at_level("INFO", logger="harness.run"):
+        assert harness_main(_args(tmp_path, teacher, synth_corpus)) == 0
+    assert json.loads((tmp_path / "out" / "convexity" / "convexity.json").read_text())["kept_layers"] == 4
+    records = load_records(tmp_path / "records")
+    assert {(r.upstream["name"], r.compression.get("method")) for r in records} == {("fbank", None), ("pruned_hubert", None)}
+    assert "convexity: keeps every weight of the teacher unchanged" in caplog.text
+
+
+def test_a_teacher_copy_is_told_from_a_cut_and_from_changed_weights(teacher, tmp_path):
+    from upstreams.checkpoint import load_compact
+
+    model = load_compact(teacher)
+    assert pipeline.is_teacher_copy(teacher, teacher)
+    assert pipeline.is_teacher_copy(teacher, save_compact(model.truncate(model.config.num_layers), tmp_path / "full"))
+    assert not pipeline.is_teacher_copy(teacher, save_compact(model.truncate(model.config.num_layers - 1), tmp_path / "cut"))
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    assert not pipeline.is_teacher_copy(teacher, save_compact(model, tmp_path / "changed"))
