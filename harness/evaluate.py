@@ -36,6 +36,7 @@ from harness.evaluate_config import UTTERANCE_FEATURES, EvaluateConfig
 from harness.features import (
     FeatureCache,
     FeatureSet,
+    LayerPrefix,
     PooledSet,
     UpstreamSpec,
     audio_identity,
@@ -392,10 +393,13 @@ def load_split(
     kind: str = "frames",
     shape: Callable[[], tuple[int, int, int]] | None = None,
     runtime: Runtime | None = None,
+    prefix: tuple[UpstreamSpec, int] | None = None,
 ) -> tuple[SplitData, float]:
     """Manifest rows, references and features (of ``kind``, as :func:`split_plans` decided: pooled,
     frames, or online, read by :class:`harness.online.OnlineSet` with ``shape()`` = the upstream's
-    (layers, dim, stride) and never cached) of one split; returns extraction seconds too."""
+    (layers, dim, stride) and never cached) of one split; returns extraction seconds too. With
+    ``prefix`` (the model this one is a cut of, and its hidden states), the parent's cached entry
+    of the same audio and kind is read in place when there is one."""
     manifest = task.manifest_for(config.corpus)
     frame = read_manifest(config.corpus, manifest, split)
     if frame.empty:
@@ -406,6 +410,12 @@ def load_split(
         online = OnlineSet(list(frame["wav_path"]), identities, durations, upstream, shape(), spec.dtype,
                            config.extract_batch_seconds)  # fmt: skip
         return SplitData(online, online.rows(identities), task.references(frame), list(frame["id"])), 0.0
+    if prefix is not None:
+        parent = cache.load(entry_key(prefix[0], identities, kind), kind)
+        if parent is not None:
+            logger.info("features %s/%s (%s): the first %d hidden states of %s", manifest, split, kind, prefix[1], parent.directory)
+            view = LayerPrefix(parent, prefix[1])
+            return SplitData(view, view.rows(identities), task.references(frame), list(frame["id"])), 0.0
     features, seconds = cache.get_or_extract(
         spec, list(frame["wav_path"]), identities, durations, upstream,
         device=device, batch_seconds=config.extract_batch_seconds, description=f"{manifest}/{split}",
@@ -430,6 +440,7 @@ class Session:
     provenance: dict[str, Any]
     budget: Budget | None = None
     runtime: Runtime | None = None  # this process's rank under torchrun
+    prefix: tuple[UpstreamSpec, int] | None = None  # (parent, hidden states) with features_from (prefix_parent)
 
     def shape(self) -> tuple[int, int, int]:
         """The upstream's (layers, dim, stride), from one second of audio (cached beside the cost)."""
@@ -439,6 +450,26 @@ class Session:
             found = {"shape": list(probe_shape(self.upstream(), self.device))}
             self.cache.write_info(name, found)
         return tuple(found["shape"])
+
+
+def prefix_parent(config: EvaluateConfig, dtype: str) -> tuple[UpstreamSpec, int] | None:
+    """With ``config.features_from``: the parent's identity and how many of its hidden states
+    ``--ckpt`` computes, after checking that ``--ckpt`` is exactly the parent cut to its first
+    layers (the architecture and every tensor of :func:`upstreams.pruning.truncate_state`'s cut).
+    The cut computes those states with the same operations on the same batches, so the parent's
+    cached features, sliced, are its own (:class:`harness.features.LayerPrefix`)."""
+    if config.features_from is None:
+        return None
+    from upstreams.checkpoint import is_complete_checkpoint, truncation_depth
+
+    for path, what in ((config.ckpt, "--ckpt"), (config.features_from, "features_from")):
+        if path is None or not is_complete_checkpoint(path):
+            raise ValueError(f"{what} {path!r}: features are shared only between compact checkpoint directories")
+    depth = truncation_depth(config.ckpt, config.features_from)
+    if depth is None:
+        raise ValueError(f"{config.ckpt} is not {config.features_from} cut to its first layers, so it cannot read "
+                         "that model's features; evaluate it without features_from")  # fmt: skip
+    return UpstreamSpec(config.upstream, config.features_from, checkpoint_hash(config.features_from), dtype), depth + 1
 
 
 def setup(config: EvaluateConfig) -> Session:
@@ -471,6 +502,7 @@ def setup(config: EvaluateConfig) -> Session:
     return Session(
         config, device, CorpusInfo.read(config.corpus), read_checksums(config.corpus), spec, cache, upstream,
         cost, provenance.checkpoint_provenance(config.ckpt), Budget(config.cache_dir, config.cache_budget_gb), runtime,
+        prefix_parent(config, spec.dtype),
     )
 
 
@@ -555,7 +587,7 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
     for split in SPLITS:
         data[split], extraction[split] = load_split(
             task, config, split, session.cache, session.spec, session.upstream, session.checksums, session.device,
-            kinds[task.name, split], session.shape, session.runtime,
+            kinds[task.name, split], session.shape, session.runtime, session.prefix,
         )  # fmt: skip
     task.fit_labels(data["train"].references)
     data["train"].targets = [task.encode(ref) for ref in data["train"].references]
@@ -581,6 +613,8 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
         "extraction_by_split_s": {k: round(v, 3) for k, v in extraction.items()},
         "feature_cache_hits": {k: v == 0.0 for k, v in extraction.items()},
         "feature_kind_by_split": {split: d.features.kind for split, d in data.items()},
+        "features_from_sha256": {split: session.prefix[0].ckpt_sha256 for split, d in data.items()
+                                 if isinstance(d.features, LayerPrefix)},  # fmt: skip
         "training_s": round(sum(r.seconds for r in results), 3),
         "test_s": round(time.perf_counter() - test_start, 3),
     }

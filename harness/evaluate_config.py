@@ -36,3 +36,4 @@ class EvaluateConfig:
     utterance_features: str = "auto"  # "frames": utterance-level heads read frames, not pooled statistics
     command: str | None = None  # the command line, kept in the records
     trust_checkpoint: bool = False  # let s3prl's own entries open a --ckpt that does not load safely
+    features_from: str | None = None  # a compact checkpoint --ckpt is the first layers of: its cached features serve

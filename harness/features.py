@@ -238,6 +238,32 @@ class PooledSet(_Entry):
         return self.means[row]
 
 
+class LayerPrefix:
+    """The first ``num_layers`` hidden states of another upstream's entry, read in place.
+
+    A model cut to its first K transformer layers (convexity pruning) computes exactly the first
+    K + 1 hidden states of the model it was cut from (post-LN encoders; see
+    :func:`harness.evaluate.prefix_parent`), so its features are a slice of the parent's cached
+    ones and need no extraction. Same attributes, ``rows`` and ``get`` as the wrapped entry.
+    """
+
+    def __init__(self, entry: FeatureSet | PooledSet, num_layers: int) -> None:
+        if not 1 <= num_layers <= entry.num_layers:
+            raise ValueError(f"{entry.directory}: holds {entry.num_layers} hidden states, not the {num_layers} asked for")
+        self.entry, self.num_layers = entry, num_layers
+        self.kind, self.directory, self.keys, self.lengths = entry.kind, entry.directory, entry.keys, entry.lengths
+        self.hidden_size, self.downsample_rate = entry.hidden_size, entry.downsample_rate
+
+    def __len__(self) -> int:
+        return len(self.entry)
+
+    def rows(self, identities: Sequence[str]) -> np.ndarray:
+        return self.entry.rows(identities)
+
+    def get(self, row: int) -> np.ndarray:
+        return self.entry.get(row)[..., : self.num_layers, :]
+
+
 def frame_means(frames: np.ndarray) -> np.ndarray:
     """``[frames, layers, dim]`` float16 -> ``[layers, dim]`` float32: what a pooled entry stores."""
     return frames.astype(np.float32).mean(axis=0)

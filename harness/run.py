@@ -31,6 +31,7 @@ system's temporary directory, and the failure says where).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class Candidate:
     upstream: str
     ckpt: str | None
     tasks: tuple[str, ...] | None = None  # a per-task cut is evaluated on its task only; None: the run's tasks
+    features_from: str | None = None  # the teacher, when this is its first layers: it reads the teacher's features
 
     def tasks_of(self, config: RunConfig) -> list[str]:
         return list(self.tasks) if self.tasks else list(config.tasks)
@@ -120,8 +122,11 @@ def run(config: RunConfig) -> int:
         # longest first: compressions (the compressed models' evaluations wait for them), then references
         for job in compressions:
             workers.submit(("compress", job.method, job.out), _compress, config, job, corpus, teacher_hash)
-        for candidate in references + compressed:
-            _submit_evaluation(workers, config, candidate, corpus)
+        submitted = {candidate.label: _submit_evaluation(workers, config, candidate, corpus) for candidate in references}
+        teacher_running = submitted["teacher"]
+        waiting: list[Candidate] = []  # cuts of the teacher: they read its features once its evaluation made them
+        for candidate in compressed:
+            _submit_or_wait(workers, config, candidate, corpus, waiting if teacher_running else None)
         for (kind, *what), outcome in workers.results():
             if isinstance(outcome, Exception):
                 step = f"compression {what[1].name}" if kind == "compress" else f"evaluation {what[0]}"
@@ -129,9 +134,14 @@ def run(config: RunConfig) -> int:
             elif kind == "compress":
                 job = next(j for j in compressions if j.out == what[1])
                 for candidate in _candidates(config, outcome) + _task_cuts(config, job):
-                    _submit_evaluation(workers, config, candidate, corpus)
+                    _submit_or_wait(workers, config, candidate, corpus, waiting if teacher_running else None)
             else:
                 failures.extend(outcome)
+            if kind == "evaluate" and what[0] == "teacher":  # done or failed: the cuts go (extracting if they must)
+                teacher_running = False
+                for candidate in waiting:
+                    _submit_evaluation(workers, config, candidate, corpus)
+                waiting.clear()
 
     _publish(config, corpus)
     if failures:
@@ -220,36 +230,47 @@ def _candidates(config: RunConfig, checkpoints: list[Path]) -> list[Candidate]:
     A checkpoint that is the teacher itself (a rule that keeps every layer) is not evaluated again:
     its row would repeat the teacher's."""
     out = Path(config.out)
-    teacher = _teacher_checkpoint(config)
     candidates = []
     for path in checkpoints:
         name = path.relative_to(out).as_posix() if path.is_relative_to(out) else path.name
-        if is_teacher_copy(teacher, path):
-            logger.info("%s: keeps every weight of the teacher unchanged; its row is the teacher's, not evaluated again", name)
-            continue
-        candidates.append(Candidate(name, config.upstream, str(path)))
+        candidate = _teacher_cut(config, Candidate(name, config.upstream, str(path)))
+        if candidate is not None:
+            candidates.append(candidate)
     return candidates
 
 
-def is_teacher_copy(teacher: Path, checkpoint: Path) -> bool:
-    """Whether compact ``checkpoint`` holds exactly the compact ``teacher``: the same architecture and
-    every tensor equal (only read when the architectures match)."""
-    import torch
-    from safetensors.torch import load_file
+def _teacher_cut(config: RunConfig, candidate: Candidate) -> Candidate | None:
+    """``candidate`` reading the teacher's features when it is the teacher cut to its first layers
+    (:func:`upstreams.checkpoint.truncation_depth`: no extraction of its own); None when it is the
+    whole teacher unchanged (a rule that keeps every layer: its row would repeat the teacher's)."""
+    from upstreams.checkpoint import read_compact_config, truncation_depth
 
-    from upstreams.checkpoint import WEIGHTS_NAME, read_compact_config
+    teacher = _teacher_checkpoint(config)
+    depth = truncation_depth(candidate.ckpt, teacher)
+    if depth is None:
+        return candidate
+    if depth == read_compact_config(teacher)[0].num_layers:
+        logger.info("%s: keeps every weight of the teacher unchanged; its row is the teacher's, not evaluated again",
+                    candidate.label)  # fmt: skip
+        return None
+    return dataclasses.replace(candidate, features_from=str(teacher))
 
-    if Path(teacher).resolve() == Path(checkpoint).resolve():
-        return True
-    if read_compact_config(teacher)[0] != read_compact_config(checkpoint)[0]:
-        return False
-    ours, theirs = load_file(str(Path(teacher) / WEIGHTS_NAME)), load_file(str(Path(checkpoint) / WEIGHTS_NAME))
-    return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+def _submit_or_wait(
+    workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path, waiting: list[Candidate] | None
+) -> None:
+    """Queue ``candidate``'s evaluations, or, for a cut of the teacher while the teacher's evaluation
+    is still running (``waiting`` given), keep it in ``waiting`` until that evaluation has cached
+    the features it reads."""
+    if candidate.features_from is not None and waiting is not None:
+        waiting.append(candidate)
+    else:
+        _submit_evaluation(workers, config, candidate, corpus)
 
 
-def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> None:
+def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> bool:
     """Queue the (task, head seed) evaluations of ``candidate`` that have no record yet, as one job
-    (they share its features)."""
+    (they share its features); returns whether there were any."""
     recorded = _recorded_tasks(config, candidate, corpus)  # read the records and hash the checkpoint once
     pending = []
     for task in candidate.tasks_of(config):
@@ -260,6 +281,7 @@ def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidat
                 pending.append((task, seed))
     if pending:
         workers.submit(("evaluate", candidate.label), _evaluate_candidate, config, candidate, pending, corpus)
+    return bool(pending)
 
 
 def _task_cuts(config: RunConfig, job: CompressionJob) -> list[Candidate]:
@@ -287,7 +309,9 @@ def _task_cuts(config: RunConfig, job: CompressionJob) -> list[Candidate]:
         if folder is None:
             logger.info("%s: the %s curve keeps every layer; its cut is the teacher", task, label)
             continue
-        cuts.append(Candidate(f"convexity-cuts/{task}", config.upstream, str(folder), (task,)))
+        cut = _teacher_cut(config, Candidate(f"convexity-cuts/{task}", config.upstream, str(folder), (task,)))
+        if cut is not None:
+            cuts.append(cut)
     return cuts
 
 
@@ -501,6 +525,7 @@ def _evaluate(config: RunConfig, candidate: Candidate, task: str, corpus: Path, 
             max_steps=config.max_steps,
             cache_budget_gb=config.cache_budget_gb,
             command=config.command,
+            features_from=candidate.features_from,
         )
     )
 

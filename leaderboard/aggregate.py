@@ -379,10 +379,14 @@ def _anchored_tasks(tasks, base, best, reference_rows, fbank_row, notes: list[st
             anchored.append(task)
             continue
         reference, fbank = reference_rows[task][task], fbank_row[task]
+        if high < 0.0:
+            verdict = "so the reference is significantly worse than FBANK there and a ratio to that difference would invert"
+        else:
+            verdict = "not significantly, so a ratio to that difference is noise"
         notes.append(
             f"{task} does not anchor the score: its reference ({reference:.2f}) beats FBANK ({fbank:.2f}) by "
-            f"{(reference - fbank) * (1 if higher else -1):+.2f} [{low:+.2f}, {high:+.2f}], not significantly, so a "
-            f"ratio to that difference is noise; the score is over the other tasks"
+            f"{(reference - fbank) * (1 if higher else -1):+.2f} [{low:+.2f}, {high:+.2f}], {verdict}; the score is "
+            "over the other tasks"
         )
     if len(anchored) < len(tasks):
         notes.append(f"SUPERB-style score over {', '.join(anchored) or 'no task'} (of {', '.join(tasks)})")

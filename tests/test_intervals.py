@@ -136,3 +136,17 @@ def test_a_task_where_the_reference_does_not_beat_fbank_leaves_the_score():
     assert "sid does not anchor the score" in notes and "SUPERB-style score over asr (of asr, sid)" in notes
     sid = next(c for c in frame.columns if c.startswith("SID") and "95%" not in c)
     assert frame.loc["pruned", sid] == pytest.approx(50.0)  # the column stays
+    assert "not significantly, so a ratio to that difference is noise" in notes
+
+
+def test_a_reference_significantly_worse_than_fbank_is_called_so():
+    """ASR on synthetic speech: FBANK's WER is lower than the teacher's on every utterance."""
+    n = 40
+    records = [
+        record("fbank", "sid", [0] * 40), record("fbank", "asr", [(1, 10)] * n),
+        record("hubert", "sid", [1] * 40), record("hubert", "asr", [(3, 10)] * n),
+    ]  # fmt: skip
+    (table,) = build_leaderboard(records, Benchmark("two tasks", ("asr", "sid"), corpus="synthspeech", schedule="demo"))
+    notes = " ".join(table.notes)
+    assert "asr does not anchor the score" in notes and "significantly worse than FBANK" in notes
+    assert "not significantly" not in notes and "SUPERB-style score over sid (of asr, sid)" in notes

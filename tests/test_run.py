@@ -191,6 +191,11 @@ def test_each_task_is_also_evaluated_on_its_own_convexity_cut(synth_corpus, teac
     assert cuts["asr"].task.name == "asr" and cuts["asr"].compression["labels"] == ["word"]
     assert cuts["asr"].compression["kept_layers"] == 3
     assert (tmp_path / "out" / "convexity-cuts" / "sid" / "model.safetensors").is_file()
+    teacher_hash = next(r for r in load_records(tmp_path / "records") if r.upstream["name"] == "pruned_hubert"
+                        and not r.compression).upstream["ckpt_sha256"]  # fmt: skip
+    for cut in cuts.values():  # truncations: they waited for the teacher and read its cached features
+        timing = cut.sections["timing"]
+        assert timing["extraction_s"] == 0.0 and set(timing["features_from_sha256"].values()) == {teacher_hash}
     (table,) = build_leaderboard(load_records(tmp_path / "records"))
     assert len(table.frame) == 3  # FBANK, teacher, the all-labels model: cuts are not rows of the table
     assert [c.task for c in table.task_cuts] == ["asr", "sid"] and table.task_cuts[1].difference is not None
@@ -216,12 +221,14 @@ def test_a_rule_that_keeps_every_layer_is_not_evaluated_again(synth_corpus, teac
 
 
 def test_a_teacher_copy_is_told_from_a_cut_and_from_changed_weights(teacher, tmp_path):
-    from upstreams.checkpoint import load_compact
+    from upstreams.checkpoint import load_compact, truncation_depth
 
     model = load_compact(teacher)
-    assert pipeline.is_teacher_copy(teacher, teacher)
-    assert pipeline.is_teacher_copy(teacher, save_compact(model.truncate(model.config.num_layers), tmp_path / "full"))
-    assert not pipeline.is_teacher_copy(teacher, save_compact(model.truncate(model.config.num_layers - 1), tmp_path / "cut"))
+    layers = model.config.num_layers
+    assert truncation_depth(teacher, teacher) == layers
+    assert truncation_depth(save_compact(model.truncate(layers), tmp_path / "full"), teacher) == layers
+    assert truncation_depth(save_compact(model.truncate(layers - 1), tmp_path / "cut"), teacher) == layers - 1
     with torch.no_grad():
         next(model.parameters()).add_(1e-3)
-    assert not pipeline.is_teacher_copy(teacher, save_compact(model, tmp_path / "changed"))
+    assert truncation_depth(save_compact(model, tmp_path / "changed"), teacher) is None
+    assert truncation_depth(save_compact(model.truncate(1), tmp_path / "changed-cut"), teacher) is None

@@ -175,3 +175,26 @@ def load_compact(
     model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(device)))
     model.to(device=device, dtype=dtype)
     return model.eval()
+
+
+def truncation_depth(checkpoint: str | Path, parent: str | Path) -> int | None:
+    """How many transformer layers compact ``checkpoint`` keeps if it is exactly compact ``parent``
+    cut to its first layers (the architecture and every tensor of
+    :func:`upstreams.pruning.truncate_state`'s cut; the parent's own depth for a copy); None when it
+    is anything else, e.g. pruned inside its layers or fine-tuned. Such a cut computes the first
+    ``depth + 1`` hidden states of its parent with the same operations."""
+    from safetensors.torch import load_file
+
+    from upstreams.pruning import truncate_state
+
+    checkpoint, parent = Path(checkpoint), Path(parent)
+    child, full = read_compact_config(checkpoint)[0], read_compact_config(parent)[0]
+    if child.num_layers > full.num_layers:
+        return None
+    cut_config, cut_state = truncate_state(full, load_file(str(parent / WEIGHTS_NAME)), child.num_layers)
+    if cut_config != child:
+        return None
+    state = load_file(str(checkpoint / WEIGHTS_NAME))
+    if cut_state.keys() != state.keys() or not all(torch.equal(cut_state[k], state[k]) for k in state):
+        return None
+    return child.num_layers

@@ -1,18 +1,18 @@
-"""Validation curves, test WER over head seeds and step time of candidate ASR demo heads.
+"""Validation curves, test figures over head seeds and step time of candidate demo heads of a task.
 
-    .venv/bin/python benchmarks/asr_head_curves.py --upstream fbank --corpus data/synth-tiny
-    .venv/bin/python benchmarks/asr_head_curves.py --upstream pruned_hubert \
+    .venv/bin/python benchmarks/head_curves.py --task asr --upstream fbank --corpus data/synth-tiny
+    .venv/bin/python benchmarks/head_curves.py --task asr --upstream pruned_hubert \
         --ckpt upstreams/teachers/synth-hubert-tiny --corpus data/synth-tiny --seeds 0,1,2 \
-        --variant demo --variant "masks:num_time_masks=2,time_mask_width=10" --out runs/asr-heads/teacher.json
+        --variant demo --variant "long:steps=2000" --out runs/heads/asr-teacher.json
 
 Each ``--variant`` is ``NAME`` or ``NAME:FIELD=VALUE,...``, overriding fields of the demo preset's
 head (``BiLSTMHeadConfig``: num_layers, hidden_size, proj_size, dropout, num_time_masks, ...) or
 its schedule (``TrainConfig``: steps, lr, batch_size, warmup_fraction, eval_every). Every variant
-trains from the same seeds on the same cached features; the script logs the validation WER at
-each evaluation, keeps the step best on valid as ``harness evaluate`` does, and reports its test
-WER and CER per seed, their mean and standard deviation over seeds, and the mean seconds per
-training step (one torch thread unless ``--threads``). This is how the demo head and schedule
-were chosen (see tasks/asr.py). ``--out`` gets the JSON (written whole, then renamed).
+trains from the same seeds on the same cached features; the script logs the task's main
+validation metric at each evaluation, keeps the step best on valid as ``harness evaluate`` does,
+and reports its test metrics per seed, the main one's mean and standard deviation over seeds, and
+the mean seconds per training step (one torch thread unless ``--threads``). This is how the demo
+schedules were chosen (see tasks/asr.py). ``--out`` gets the JSON (written whole, then renamed).
 """
 
 from __future__ import annotations
@@ -30,17 +30,17 @@ from core.files import write_json
 from harness.evaluate import (
     DownstreamModel,
     EvaluateConfig,
-    _LazyUpstream,
     load_split,
     predict,
     setup,
+    split_plans,
     task_preset,
     train_head,
 )
 from tasks.corpora.manifest import SPLITS
 from tasks.registry import get_task
 
-logger = logging.getLogger("asr_head_curves")
+logger = logging.getLogger("head_curves")
 
 
 def parse_variant(spec: str, preset) -> tuple[str, object]:
@@ -71,6 +71,7 @@ def _parse(value: str, current, spec: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="asr", help="a registered task: asr, pr, sid, slu, ks (default: asr)")
     parser.add_argument("--upstream", default="fbank")
     parser.add_argument("--ckpt", default=None)
     parser.add_argument("--corpus", default="data/synth-tiny")
@@ -84,13 +85,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",") if s]
 
-    task = get_task("asr")
-    session = setup(EvaluateConfig(upstream=args.upstream, ckpt=args.ckpt, tasks=["asr"], corpus=args.corpus))
-    upstream = _LazyUpstream(args.upstream, args.ckpt)
+    task = get_task(args.task)
+    session = setup(EvaluateConfig(upstream=args.upstream, ckpt=args.ckpt, tasks=[args.task], corpus=args.corpus))
+    kinds = {plan.split: plan.kind for plan in split_plans(session, [task.name])}  # pooled where exact, as evaluate does
     data = {
-        split: load_split(task, session.config, split, session.cache, session.spec, upstream, session.checksums, "cpu")[0]
+        split: load_split(task, session.config, split, session.cache, session.spec, session.upstream, session.checksums,
+                          "cpu", kinds[split], session.shape)[0]
         for split in SPLITS
-    }
+    }  # fmt: skip
     task.fit_labels(data["train"].references)
     data["train"].targets = [task.encode(ref) for ref in data["train"].references]
 
@@ -103,16 +105,19 @@ def main() -> None:
             model = DownstreamModel(data["train"].features, task.build_head(data["train"].features.hidden_size, preset.head))
             model.load_state_dict(result.state)
             test = task.score(data["test"].references, predict(model, task, data["test"], preset.train.eval_batch_size, "cpu"))
+            main = task.main_metric
             runs.append({"seed": seed, "seconds_per_step": round(result.seconds / preset.train.steps, 4),
-                         "best_step": result.best_step, "valid_wer": round(result.valid_metrics["wer"], 2),
-                         "test_wer": round(test["wer"], 2), "test_cer": round(test["cer"], 2),
-                         "curve": [(h["step"], round(h["valid_wer"], 2)) for h in result.history]})  # fmt: skip
+                         "best_step": result.best_step, f"valid_{main}": round(result.valid_metrics[main], 2),
+                         **{f"test_{k}": round(v, 2) for k, v in test.items()},
+                         "curve": [(h["step"], round(h[f"valid_{main}"], 2)) for h in result.history]})  # fmt: skip
             logger.info("%s seed %d: %s", name, seed, json.dumps(runs[-1]))
-        wers = [r["test_wer"] for r in runs]
-        results[name] = {"spec": spec, "runs": runs, "test_wer_mean": round(statistics.fmean(wers), 2),
-                         "test_wer_sd": round(statistics.stdev(wers), 2) if len(wers) > 1 else None}  # fmt: skip
-        logger.info("%s: test WER %s, mean %.2f, sd %s", name, wers, results[name]["test_wer_mean"], results[name]["test_wer_sd"])
-    report = {"upstream": args.upstream, "ckpt": args.ckpt, "corpus": args.corpus, "seeds": seeds, "results": results}
+        values = [r[f"test_{task.main_metric}"] for r in runs]
+        results[name] = {"spec": spec, "runs": runs, "test_mean": round(statistics.fmean(values), 2),
+                         "test_sd": round(statistics.stdev(values), 2) if len(values) > 1 else None}  # fmt: skip
+        logger.info("%s: test %s %s, mean %.2f, sd %s", name, task.main_metric, values, results[name]["test_mean"],
+                    results[name]["test_sd"])  # fmt: skip
+    report = {"task": task.name, "upstream": args.upstream, "ckpt": args.ckpt, "corpus": args.corpus, "seeds": seeds,
+              "results": results}  # fmt: skip
     if args.out:
         write_json(args.out, report)
     print(json.dumps(report, indent=1))  # noqa: T201 - the report is this script's output
