@@ -232,3 +232,15 @@ def test_a_teacher_copy_is_told_from_a_cut_and_from_changed_weights(teacher, tmp
         next(model.parameters()).add_(1e-3)
     assert truncation_depth(save_compact(model, tmp_path / "changed"), teacher) is None
     assert truncation_depth(save_compact(model.truncate(1), tmp_path / "changed-cut"), teacher) is None
+
+
+def test_auto_jobs_oversubscribe_a_small_cpu_by_one_and_use_one_worker_with_a_gpu(monkeypatch):
+    import os
+
+    from harness.commands.run import _jobs
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert _jobs("auto", "cpu") == 3 and _jobs("2", "cpu") == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert _jobs("auto", "cpu") == 1
+    assert _jobs("auto", "cuda") == 1
