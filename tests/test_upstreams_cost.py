@@ -138,3 +138,12 @@ def test_read_stored_cost_takes_this_device_type_and_ignores_damaged_files(tmp_p
     for damaged in ("{not json", "[1, 2]", '{"macs": 3}'):
         (tmp_path / "cost.json").write_text(damaged)
         assert read_stored_cost(tmp_path, "cpu") is None
+
+
+def test_a_stored_cost_names_its_file_relative_to_the_checkout():
+    """Cached beside the features and copied into records: an absolute path would leak the machine's."""
+    from core.paths import EMBEDDED_TEACHER
+    from upstreams.cost import read_stored_cost
+
+    stored = read_stored_cost(EMBEDDED_TEACHER.resolve(), "cpu")
+    assert stored is not None and stored["source"] == "upstreams/teachers/synth-hubert-tiny/cost.json"

@@ -29,6 +29,7 @@ import torch
 
 from core.audio import SAMPLE_RATE
 from core.files import write_json
+from core.paths import portable_path
 from upstreams.checkpoint import COST_NAME
 from upstreams.model import SpeechEncoder
 
@@ -218,4 +219,4 @@ def read_stored_cost(directory: str | Path | None, device: str) -> dict[str, Any
             cost.update(latency_s=entry.get("latency_s"), real_time_factor=entry.get("real_time_factor"),
                         device=entry.get("device"), threads=entry.get("threads"))
             break
-    return {**cost, "source": str(path)}
+    return {**cost, "source": portable_path(path)}  # relative to the checkout when inside it
