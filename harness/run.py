@@ -34,6 +34,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -343,11 +345,22 @@ class _Workers:
                 self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                 initargs=(threads, logging.getLogger().getEffectiveLevel()),
             )  # fmt: skip
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_on_sigterm)
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self._pool is not None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if self._pool is None:
+            return
+        signal.signal(signal.SIGTERM, self._previous_sigterm)
+        if exc_type is not None:
+            # Interrupted (SIGTERM, Ctrl-C) or failed: stop the workers now rather than let them
+            # finish their jobs unsupervised. Records are written then renamed, so a killed
+            # worker leaves none half-written, and a rerun resumes from the records that exist.
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)
+            return
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, key: tuple, fn, *args) -> None:
         if self._pool is None:
@@ -373,6 +386,10 @@ class _Workers:
                 yield key, error if error is not None else future.result()
 
 
+def _raise_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _init_worker(threads: int, level: int) -> None:
     """Give a fresh worker its share of threads, for torch and for the BLAS/OpenMP pools that
     numpy, scipy and scikit-learn load later (they read these variables when first loaded)."""
@@ -381,7 +398,24 @@ def _init_worker(threads: int, level: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    _die_with_parent()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel send this worker SIGTERM when the ``harness run`` process dies,
+    even by SIGKILL, so no orphaned worker goes on writing records."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        logger.debug("prctl(PR_SET_PDEATHSIG) unavailable; workers outlive a killed parent")
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 @dataclass(frozen=True)
