@@ -89,7 +89,7 @@ def step_seconds(task_name: str, data: SplitData, steps: int) -> float:
     targets = [task.encode(ref) for ref in data.references]
     preset = task.preset("demo")
     torch.manual_seed(0)
-    model = DownstreamModel.for_task(task, data.features, preset.head)
+    model = DownstreamModel(data.features, task.build_head(data.features.hidden_size, preset.head))
     optimizer = torch.optim.Adam(model.parameters(), lr=preset.train.lr)
     batches = bucketed_batches(data.lengths, preset.train.batch_size, np.random.default_rng(0))
     times = []

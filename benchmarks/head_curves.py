@@ -102,7 +102,7 @@ def main() -> None:
         runs = []
         for seed in seeds:
             result = train_head(task, preset, data["train"], data["valid"], preset.train.lr, seed, "cpu")
-            model = DownstreamModel.for_task(task, data["train"].features, preset.head)
+            model = DownstreamModel(data["train"].features, task.build_head(data["train"].features.hidden_size, preset.head))
             model.load_state_dict(result.state)
             test = task.score(data["test"].references, predict(model, task, data["test"], preset.train.eval_batch_size, "cpu"))
             main = task.main_metric

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -227,12 +227,6 @@ class DownstreamModel(nn.Module):
         self.featurizer = Featurizer(_LayerShapes(features))
         self.head = head
 
-    @classmethod
-    def for_task(cls, task: Task, features: FeatureSet | PooledSet | OnlineSet, head_config: Any) -> DownstreamModel:
-        """The Featurizer and a fresh ``task`` head on ``features``, told the upstream's frame rate."""
-        head = task.build_head(features.hidden_size, head_config, SAMPLE_RATE / features.downsample_rate)
-        return cls(features, head)
-
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> Any:
         """``[B, T, layers, D]`` (or pooled ``[B, layers, D]``), ``[B]`` -> the head's output."""
         if features.dim() == 3:
@@ -308,7 +302,7 @@ def train_head(
     rank, world = (runtime.rank, runtime.world_size) if runtime else (0, 1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = DownstreamModel.for_task(task, train.features, preset.head).to(device)
+    model = DownstreamModel(train.features, task.build_head(train.features.hidden_size, preset.head)).to(device)
     forward = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = None
@@ -574,17 +568,9 @@ def task_preset(task: Task, name: str, max_steps: int | None = None) -> TaskPres
 def same_schedule(record: Record, task: Task, name: str, max_steps: int | None = None) -> bool:
     """Whether ``record`` was made with the head and schedule a run with these settings would use now
     (a record made under an older version of the preset is not a result of this one)."""
-    preset = task_preset(task, name, max_steps)
-    wanted = json.loads(json.dumps(preset.to_dict()))
+    wanted = json.loads(json.dumps(task_preset(task, name, max_steps).to_dict()))
     made = record.config
-    if made.get("preset") != name or any(made.get(key) != value for key, value in wanted.items() if key != "head"):
-        return False
-    # heads compare by what they compute on the record's upstream; a head field added since the
-    # record was made counts at its default (fields are added with the default that keeps the old head)
-    defaults = json.loads(json.dumps(asdict(type(preset.head)())))
-    rate = int(record.upstream.get("downsample_rate") or 320)
-    made_head = {**defaults, **(made.get("head") or {})}
-    return task.head_identity(made_head, rate) == task.head_identity(wanted["head"], rate)
+    return made.get("preset") == name and all(made.get(key) == value for key, value in wanted.items())
 
 
 def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str] | None = None) -> Path | None:
@@ -615,7 +601,7 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
             best = result
 
     test_start = time.perf_counter()
-    model = DownstreamModel.for_task(task, data["train"].features, preset.head)
+    model = DownstreamModel(data["train"].features, task.build_head(data["train"].features.hidden_size, preset.head))
     model.load_state_dict(best.state)
     predictions = predict(model.to(session.device), task, data["test"], preset.train.eval_batch_size, session.device,
                           session.runtime)  # fmt: skip

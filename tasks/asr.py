@@ -8,13 +8,11 @@ out). Adam at 1e-4, batches of 16 to 32 utterances, 200k steps, greedy decoding 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from core.audio import SAMPLE_RATE
 from tasks.base import CTCTask, TaskPreset, TrainConfig
 from tasks.metrics import char_error_rate, word_error_rate
 from tasks.registry import register_task
@@ -30,19 +28,6 @@ class BiLSTMHeadConfig:
     freq_mask_width: int = 50
     num_time_masks: int = 2
     time_mask_width: int = 40
-    #: Frames per second the LSTMs run at, at most (None: the upstream's own rate). A faster
-    #: upstream's consecutive frames are concatenated, as s3prl's RNN layers do with
-    #: ``sample_style: concat``, and the output layer predicts every one of them again, so CTC and
-    #: decoding still see the upstream's frames. The LSTMs' cost is in their sequential steps.
-    max_frame_rate: float | None = None
-
-
-def frame_stack(max_frame_rate: float | None, frame_rate: float | None) -> int:
-    """How many consecutive upstream frames one LSTM step reads: 1 unless ``frame_rate`` (the
-    upstream's frames per second, when known) is above ``max_frame_rate``."""
-    if max_frame_rate is None or frame_rate is None or frame_rate <= max_frame_rate:
-        return 1
-    return math.ceil(frame_rate / max_frame_rate - 1e-9)
 
 
 def spec_augment(
@@ -120,21 +105,18 @@ class BiLSTMHead(nn.Module):
         config: layer sizes, dropout and SpecAugment settings.
     """
 
-    def __init__(self, input_size: int, num_tokens: int, config: BiLSTMHeadConfig, stack: int = 1) -> None:
+    def __init__(self, input_size: int, num_tokens: int, config: BiLSTMHeadConfig) -> None:
         super().__init__()
-        if input_size < 1 or num_tokens < 2 or stack < 1:
-            raise ValueError(
-                f"BiLSTMHead needs input_size >= 1, num_tokens >= 2 and stack >= 1, got {input_size}, {num_tokens}, {stack}"
-            )
+        if input_size < 1 or num_tokens < 2:
+            raise ValueError(f"BiLSTMHead needs input_size >= 1 and num_tokens >= 2, got {input_size}, {num_tokens}")
         self.config = config
-        self.stack = stack
-        self.proj = nn.Linear(stack * input_size, config.proj_size)
+        self.proj = nn.Linear(input_size, config.proj_size)
         self.lstms = nn.ModuleList(
             BiLSTM(config.proj_size if i == 0 else 2 * config.hidden_size, config.hidden_size)
             for i in range(config.num_layers)
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.output = nn.Linear(2 * config.hidden_size, stack * num_tokens)
+        self.output = nn.Linear(2 * config.hidden_size, num_tokens)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """
@@ -143,25 +125,17 @@ class BiLSTMHead(nn.Module):
             lengths: ``[batch]`` valid frames.
 
         Returns:
-            Tensor: logits ``[batch, frame, V]``, one per input frame also when ``stack`` > 1.
+            Tensor: logits ``[batch, frame, V]``.
         """
         c = self.config
         if self.training and (c.num_freq_masks or c.num_time_masks):
             features = spec_augment(
                 features, lengths, c.num_freq_masks, c.freq_mask_width, c.num_time_masks, c.time_mask_width
             )
-        batch, frames, _ = features.shape
-        if self.stack > 1:  # [B, T, D] -> [B, ceil(T / k), k * D]; the padding frames are zeros
-            features = nn.functional.pad(features, (0, 0, 0, -frames % self.stack))
-            features = features.reshape(batch, -1, self.stack * features.shape[-1])
-            lengths = torch.div(lengths + self.stack - 1, self.stack, rounding_mode="floor")
         x = self.proj(features)
         for lstm in self.lstms:
             x = self.dropout(lstm(x, lengths))
-        logits = self.output(x)
-        if self.stack > 1:  # [B, ceil(T / k), k * V] -> [B, T, V]
-            logits = logits.reshape(batch, -1, logits.shape[-1] // self.stack)[:, :frames]
-        return logits
+        return self.output(x)
 
 
 @register_task("asr")
@@ -174,12 +148,7 @@ class ASR(CTCTask):
     higher_is_better = False
     presets = {
         "demo": TaskPreset(
-            # At most 50 LSTM steps per second, the HuBERT family's rate: FBANK's 100 frames/s go in as
-            # pairs (benchmarks/head_curves.py --variant "pairs:max_frame_rate=50", SynthSpeech tiny,
-            # seeds 0/1/2: see leaderboard/published/README.md), which halves its training time.
-            head=BiLSTMHeadConfig(
-                proj_size=128, hidden_size=128, dropout=0.1, num_freq_masks=0, num_time_masks=0, max_frame_rate=50.0
-            ),
+            head=BiLSTMHeadConfig(proj_size=128, hidden_size=128, dropout=0.1, num_freq_masks=0, num_time_masks=0),
             # 2000 steps (benchmarks/asr_head_curves.py, the embedded teacher on SynthSpeech tiny, head seeds
             # 0/1/2): at 1000 steps the heads had not converged (valid WER still falling ~1-3 points per 100
             # steps; test WER 26.37 / 32.77 / 28.99, the spread being how long CTC sat on blanks). Over
@@ -203,14 +172,8 @@ class ASR(CTCTask):
     def detokenize(self, tokens: list[str]) -> str:
         return " ".join("".join(tokens).split())
 
-    def build_head(self, input_size: int, config: BiLSTMHeadConfig, frame_rate: float | None = None) -> BiLSTMHead:
-        return BiLSTMHead(input_size, len(self.vocabulary), config, frame_stack(config.max_frame_rate, frame_rate))
-
-    def head_identity(self, head: dict, downsample_rate: int) -> dict:
-        """The head minus ``max_frame_rate``, plus the frames per LSTM step it gives this upstream."""
-        identity = {key: value for key, value in head.items() if key != "max_frame_rate"}
-        identity["frame_stack"] = frame_stack(head.get("max_frame_rate"), SAMPLE_RATE / downsample_rate)
-        return identity
+    def build_head(self, input_size: int, config: BiLSTMHeadConfig) -> BiLSTMHead:
+        return BiLSTMHead(input_size, len(self.vocabulary), config)
 
     def score(self, references: list[str], predictions: list[str]) -> dict[str, float]:
         return {"wer": word_error_rate(references, predictions), "cer": char_error_rate(references, predictions)}

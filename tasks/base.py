@@ -133,14 +133,8 @@ class Task(abc.ABC):
         """Training target of one reference."""
 
     @abc.abstractmethod
-    def build_head(self, input_size: int, config: Any, frame_rate: float | None = None) -> nn.Module:
-        """The downstream head: ``forward(features [B, T, D], lengths [B]) -> output``; ``frame_rate``
-        is the upstream's frames per second, where known (a head may adapt to it, as ASR's does)."""
-
-    def head_identity(self, head: dict[str, Any], downsample_rate: int) -> dict[str, Any]:
-        """What a head config (``asdict``) computes on an upstream of this ``downsample_rate``: two
-        configs with the same identity train the same head (``harness.evaluate.same_schedule``)."""
-        return dict(head)
+    def build_head(self, input_size: int, config: Any) -> nn.Module:
+        """The downstream head: ``forward(features [B, T, D], lengths [B]) -> output``."""
 
     @abc.abstractmethod
     def loss(self, output: Any, lengths: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:

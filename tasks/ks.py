@@ -68,7 +68,7 @@ class KS(ClassificationTask):
         state["silence"] = "background-noise crops" if has_silence else "none: the corpus has no background noise"
         return state
 
-    def build_head(self, input_size: int, config: PoolingHeadConfig, frame_rate: float | None = None) -> MeanPoolingHead:
+    def build_head(self, input_size: int, config: PoolingHeadConfig) -> MeanPoolingHead:
         return MeanPoolingHead(input_size, sum(self.num_classes), config.projector_dim)
 
     def score(self, references: list, predictions: list) -> dict[str, float]:

@@ -79,7 +79,7 @@ class PR(CTCTask):
     def detokenize(self, tokens: list[str]) -> str:
         return " ".join(tokens)
 
-    def build_head(self, input_size: int, config: LinearHeadConfig, frame_rate: float | None = None) -> FrameLinearHead:
+    def build_head(self, input_size: int, config: LinearHeadConfig) -> FrameLinearHead:
         return FrameLinearHead(input_size, len(self.vocabulary), config.projector_dim)
 
     def score(self, references: list[str], predictions: list[str]) -> dict[str, float]:

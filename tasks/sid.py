@@ -85,7 +85,7 @@ class SID(ClassificationTask):
     def parse_label(self, cell: str) -> tuple[str, ...]:
         return (cell.strip(),)
 
-    def build_head(self, input_size: int, config: PoolingHeadConfig, frame_rate: float | None = None) -> MeanPoolingHead:
+    def build_head(self, input_size: int, config: PoolingHeadConfig) -> MeanPoolingHead:
         return MeanPoolingHead(input_size, sum(self.num_classes), config.projector_dim)
 
     def score(self, references: list, predictions: list) -> dict[str, float]:

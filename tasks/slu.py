@@ -35,7 +35,7 @@ class SLU(ClassificationTask):
         ),
     }
 
-    def build_head(self, input_size: int, config: PoolingHeadConfig, frame_rate: float | None = None) -> MeanPoolingHead:
+    def build_head(self, input_size: int, config: PoolingHeadConfig) -> MeanPoolingHead:
         return MeanPoolingHead(input_size, sum(self.num_classes), config.projector_dim)
 
     def score(self, references: list, predictions: list) -> dict[str, float]:

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from core.registry import UnknownNameError
-from tasks.asr import BiLSTM, BiLSTMHead, BiLSTMHeadConfig, frame_stack, reverse_padded, spec_augment
+from tasks.asr import BiLSTM, BiLSTMHeadConfig, reverse_padded, spec_augment
 from tasks.pr import LinearHeadConfig
 from tasks.registry import get_task, task_names
 from tasks.sid import PoolingHeadConfig
@@ -89,43 +89,6 @@ def test_asr_bilstm_head_learns_characters_with_ctc():
     assert task.score(references, predictions) == {"wer": 0.0, "cer": 0.0}
 
 
-def test_asr_head_reads_a_100_fps_upstream_in_pairs_and_still_predicts_every_frame():
-    config = BiLSTMHeadConfig(proj_size=8, hidden_size=8, dropout=0.0, num_freq_masks=0, num_time_masks=0, max_frame_rate=50.0)
-    assert [frame_stack(50.0, rate) for rate in (50.0, 49.0, 100.0, 150.0, 120.0)] == [1, 1, 2, 3, 3]
-    assert frame_stack(None, 100.0) == frame_stack(50.0, None) == 1
-    task = get_task("asr")
-    task.fit_labels(["AB"])
-    assert task.build_head(4, config, frame_rate=100.0).stack == 2
-    assert task.build_head(4, config, frame_rate=50.0).stack == 1
-    torch.manual_seed(0)
-    head = BiLSTMHead(4, 5, config, stack=2).eval()
-    x, lengths = torch.randn(3, 9, 4), torch.tensor([9, 4, 7])
-    x[1, 4:], x[2, 7:] = 0.0, 0.0  # collate pads with zeros
-    with torch.no_grad():
-        batched = head(x, lengths)
-        assert batched.shape == (3, 9, 5)  # one prediction per input frame, odd lengths included
-        for b, length in enumerate(lengths.tolist()):  # each utterance alone gives the same logits
-            torch.testing.assert_close(batched[b, :length], head(x[b : b + 1, :length], lengths[b : b + 1])[0])
-        # the pairs are what the LSTMs read: frames 2t and 2t+1 share LSTM step t
-        pairs = torch.cat([x[:1], torch.zeros(1, 1, 4)], dim=1).reshape(1, 5, 8)
-        steps = head.proj(pairs)
-        for lstm in head.lstms:
-            steps = lstm(steps, torch.tensor([5]))
-        torch.testing.assert_close(batched[:1], head.output(steps).reshape(1, 10, 5)[:, :9])
-
-
-def test_asr_head_in_pairs_learns_characters_with_ctc():
-    task = get_task("asr")
-    references = ["AB", "B A", "BA B"]
-    task.fit_labels(references)
-    features, lengths = _token_frames([list(r) for r in references], ["A", "B", " "], frames_per_token=4)
-    torch.manual_seed(0)
-    config = BiLSTMHeadConfig(proj_size=16, hidden_size=16, dropout=0.0, num_freq_masks=0, num_time_masks=0, max_frame_rate=50.0)
-    head = task.build_head(features.shape[-1], config, frame_rate=100.0)
-    assert head.stack == 2
-    assert _fit(task, head, features, lengths, references, steps=150, lr=2e-2) == references
-
-
 @pytest.mark.parametrize("name", ["sid", "slu"])
 def test_mean_pooling_heads_learn_separable_classes(name):
     task = get_task(name)
@@ -192,24 +155,3 @@ def test_bilstm_on_padded_batch_equals_packed_bidirectional_lstm():
     x[1, 4:] = 1e3  # padding content must not matter
     torch.testing.assert_close(layer(x, lengths), expected, atol=1e-6, rtol=1e-5)
     assert torch.equal(reverse_padded(reverse_padded(x, lengths), lengths), x)
-
-
-def test_a_head_field_added_later_keeps_older_records_whose_head_it_does_not_change():
-    import copy
-    from pathlib import Path
-
-    from core.records import load_records
-    from harness.evaluate import same_schedule
-
-    published = Path(__file__).resolve().parents[1] / "leaderboard/published/synthspeech-demo/records"
-    asr = get_task("asr")
-    by_rate = {r.upstream["downsample_rate"]: r for r in load_records(published) if r.task.name == "asr"}
-    hubert, fbank = by_rate[320], by_rate[160]
-    for record in (hubert, fbank):  # made before the field existed: it counts at its default (None)
-        older = copy.deepcopy(record)
-        older.config["head"].pop("max_frame_rate", None)
-        # at 50 frames/s no pairs either way: the same head; at 100 frames/s a different one
-        assert same_schedule(older, asr, "demo") is (record is hubert)
-    older = copy.deepcopy(hubert)
-    older.config["head"]["hidden_size"] = 64
-    assert not same_schedule(older, asr, "demo")

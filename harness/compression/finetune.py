@@ -236,7 +236,7 @@ def finetune_model(
     """Fine-tune ``encoder`` with a fresh head; returns its report and the model at the best valid step."""
     training.seed_everything(seed)
     rng = np.random.default_rng(seed)
-    head = task.build_head(encoder.config.embed_dim, head_config, SAMPLE_RATE / encoder.config.downsample_rate)
+    head = task.build_head(encoder.config.embed_dim, head_config)
     model = EncoderWithHead(encoder, head, config.freeze_extractor).to(runtime.device)
     optimizer = torch.optim.Adam([
         {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": config.encoder_lr},
