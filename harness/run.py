@@ -432,9 +432,10 @@ def _compress(config: RunConfig, job: CompressionJob, corpus: Path, teacher_hash
     from core.files import write_json
 
     logger.info("%s: compressing %s into %s", job.method, config.teacher, job.out)
-    compress = METHODS.get(job.method).compress
-    compress(config.teacher, job.out, corpus=corpus, preset=config.preset, device=config.device,
-             seed=config.seed, **job.options)  # fmt: skip
+    method = METHODS.get(job.method)
+    shared = {method.scores_cache_option: config.cache_dir / "convexity"} if method.scores_cache_option else {}
+    method.compress(config.teacher, job.out, corpus=corpus, preset=config.preset, device=config.device,
+                    seed=config.seed, **shared, **job.options)  # fmt: skip
     write_json(job.out / TEACHER_STAMP, {"teacher": config.teacher, "teacher_sha256": teacher_hash})
     finished = finished_checkpoints(job.out)
     if finished is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.paths import CACHE_DIR
 from harness.cli import main as harness_main
 from harness.compression.methods import METHODS
 
@@ -54,7 +55,8 @@ def test_shared_options_reach_every_method_that_takes_them(tmp_path, monkeypatch
     assert calls.pop() == {"seed": 0, "loss": "layer2layer", "sparsity": 0.5, "stage1_steps": 3, "distill_layers": [0, 2]}
     assert harness_main(["compress", "--method", "convexity_dphubert", "--labels", "word", "--rule", "plateau",
                          "--sparsity", "0.6", "--reg-lr", "0.1", *common]) == 0  # fmt: skip
-    assert calls.pop() == {"seed": 0, "labels": "word", "rule": "plateau", "sparsity": 0.6, "reg_lr": 0.1}
+    assert calls.pop() == {"seed": 0, "labels": "word", "rule": "plateau", "sparsity": 0.6, "reg_lr": 0.1,
+                           "scores_cache": CACHE_DIR / "convexity"}  # the teacher's scores, kept for the next compression
     with caplog.at_level("ERROR"):
         assert harness_main(["compress", "--method", "distill", "--reg-lr", "0.1", *common]) == 2
         assert harness_main(["compress", "--method", "convexity_dphubert", "--loss", "prediction", *common]) == 2

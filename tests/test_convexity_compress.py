@@ -99,9 +99,47 @@ def test_every_depth_is_written_with_the_rules_pick_marked(synth_corpus, teacher
         convexity.compress_convexity(str(teacher), tmp_path / "x", corpus=synth_corpus, depths="all", finetune="sid")
 
 
+def test_the_teachers_scores_are_kept_and_read_back_not_scored_again(synth_corpus, teacher, tmp_path, monkeypatch):
+    scored = []
+
+    def fake_scores(layers, labels, config):
+        scored.append(len(layers))
+        return [fake_result(100.0 - 10 * abs(i - 2)) for i in range(len(layers))]
+
+    monkeypatch.setattr(convexity, "graph_convexity_per_layer", fake_scores)
+    cache = tmp_path / "cache"
+    first = convexity.compress_convexity(str(teacher), tmp_path / "a", corpus=synth_corpus, labels="speaker",
+                                         max_points=40, depths="all", scores_cache=cache)  # fmt: skip
+    assert len(scored) == 1 and len(list(cache.glob("*.json"))) == 1
+    second = convexity.compress_convexity(str(teacher), tmp_path / "b", corpus=synth_corpus, labels="speaker",
+                                          max_points=40, depths="all", scores_cache=cache)  # fmt: skip
+    assert len(scored) == 1  # read back
+    a, b = (json.loads((out / "convexity.json").read_text()) for out in (first, second))
+    assert a["speaker"] == b["speaker"] and a["linear_probe"] == b["linear_probe"] and a["kept_layers"] == b["kept_layers"]
+    model = load_upstream(str(teacher))
+    # without probes (the hybrid's request) the entry serves too; other points, labels or teacher score anew
+    without = convexity.cached_score_layers(str(teacher), model, synth_corpus, ("speaker",), 40, 0, torch.device("cpu"),
+                                            probes=False, cache=cache)  # fmt: skip
+    assert len(scored) == 1 and without.curves["speaker"] == a["speaker"] and without.probes == {}
+    convexity.cached_score_layers(str(teacher), model, synth_corpus, ("speaker",), 30, 0, torch.device("cpu"), cache=cache)
+    assert len(scored) == 2
+    torch.manual_seed(1)
+    other = save_compact(SpeechEncoder(tiny_config("hubert")).eval(), tmp_path / "other")
+    convexity.compress_convexity(str(other), tmp_path / "c", corpus=synth_corpus, labels="speaker", max_points=40,
+                                 scores_cache=cache)  # fmt: skip
+    assert len(scored) == 3 and len(list(cache.glob("*.json"))) == 3
+    # an entry that cannot be read is scored again, and rewritten
+    for entry in cache.glob("*.json"):
+        entry.write_text("{not json")
+    convexity.compress_convexity(str(teacher), tmp_path / "d", corpus=synth_corpus, labels="speaker", max_points=40,
+                                 scores_cache=cache)  # fmt: skip
+    assert len(scored) == 4
+
+
 def test_cli_runs_real_scores(synth_corpus, teacher, tmp_path):
     code = harness_main(["compress", "--method", "convexity", "--teacher", str(teacher), "--corpus", str(synth_corpus),
-                         "--labels", "speaker", "--rule", "plateau", "--max-points", "40", "--out", str(tmp_path / "c")])  # fmt: skip
+                         "--labels", "speaker", "--rule", "plateau", "--max-points", "40", "--out", str(tmp_path / "c"),
+                         "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert code == 0
     info = json.loads((tmp_path / "c" / "convexity.json").read_text())
     assert all(0 <= s <= 100 for s in info["speaker"]) and 1 <= info["kept_layers"] <= 4

@@ -75,7 +75,7 @@ def test_unknown_task_and_missing_manifests(synth_corpus, tmp_path):
 
 def test_cli_finetune_option(synth_corpus, models, tmp_path):
     teacher, _ = models
-    common = ["compress", "--teacher", str(teacher), "--corpus", str(synth_corpus)]
+    common = ["compress", "--teacher", str(teacher), "--corpus", str(synth_corpus), "--cache", str(tmp_path / "cache")]
     code = harness_main([*common, "--method", "convexity", "--labels", "speaker", "--max-points", "40",
                          "--finetune", "pr", "--finetune-steps", "2", "--out", str(tmp_path / "c")])  # fmt: skip
     assert code == 0

@@ -401,8 +401,9 @@ def test_compress_command_passes_every_dphubert_option(tmp_path, monkeypatch, ca
     assert (config.stage1_steps, config.save_every, config.stage2_lr, config.prune_blocks) == (3, 2, 1e-3, True)
     assert config.stage2_steps == dphubert.PRESETS["demo"].stage2_steps
 
-    assert harness_main(["compress", "--method", "convexity", "--labels", "word", *common]) == 0
-    assert calls.pop() == {"corpus": tmp_path, "preset": "demo", "device": "auto", "seed": 0, "labels": "word"}
+    assert harness_main(["compress", "--method", "convexity", "--labels", "word", "--cache", str(tmp_path / "cache"), *common]) == 0
+    assert calls.pop() == {"corpus": tmp_path, "preset": "demo", "device": "auto", "seed": 0, "labels": "word",
+                           "scores_cache": tmp_path / "cache" / "convexity"}  # --cache
     with caplog.at_level("ERROR"):  # an option of the other method is refused, naming it
         assert harness_main(["compress", "--method", "convexity", "--stage1-steps", "3", *common]) == 2
         assert harness_main(["compress", "--method", "dphubert", "--rule", "peak", *common]) == 2

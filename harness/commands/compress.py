@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
+from core.paths import CACHE_DIR
 from harness.compression.methods import METHODS
 from harness.devices import DEFAULT_DEVICE, DEVICE_HELP
 from tasks.corpora.resolve import DEFAULT_CORPUS, SPEC_HELP
@@ -80,6 +82,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the method's schedule: demo (CPU, minutes) or paper (the paper's) (default: {DEFAULT_SCHEDULE})")
     parser.add_argument("--device", default=DEFAULT_DEVICE, help=DEVICE_HELP)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--cache", type=Path, default=CACHE_DIR,
+                        help="cache shared by runs, as harness evaluate's: methods that score the teacher's convexity keep "
+                             f"the scores in CACHE/convexity for the next compression of that teacher (default: {CACHE_DIR})")
 
 
 class _SharedOptions:
@@ -168,6 +173,8 @@ def _run(args: argparse.Namespace) -> int:
     check_directories(out=args.out)
     method.check(args.preset, options, check_source(teacher, "--teacher"))
     logger.debug("%s options: %s", args.method, options)
+    if method.scores_cache_option:
+        options[method.scores_cache_option] = args.cache / "convexity"
     out = method.compress(teacher, args.out, corpus=resolve_corpus(args.corpus), preset=args.preset, device=args.device, **options)
     logger.info("compact checkpoint written to %s", out)
     return 0

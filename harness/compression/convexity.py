@@ -207,6 +207,44 @@ def score_layers(
     return scores
 
 
+def cached_score_layers(
+    teacher: str,
+    model,
+    corpus: str | os.PathLike,
+    label_types: tuple[str, ...],
+    max_points: int,
+    seed: int,
+    device: torch.device,
+    probes: bool = True,
+    average: str = "classes",
+    cache: str | os.PathLike | None = None,
+) -> LayerScores:
+    """:func:`score_layers` of ``model`` (loaded from the spec ``teacher``), read from ``cache`` when
+    the same scoring is there (``harness.compression.convexity_cache``) and written to it when not;
+    ``cache`` None scores every time."""
+    from harness.compression.convexity_cache import load_scores, save_scores, scores_key
+    from harness.features import checkpoint_hash
+    from tasks.corpora.manifest import corpus_fingerprint
+
+    if cache is None:
+        return score_layers(model, corpus, label_types, max_points, seed, device, probes=probes, average=average)
+    from filelock import FileLock
+
+    key = scores_key(checkpoint_hash(teacher), corpus_fingerprint(corpus), label_types, max_points, seed)
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(cache) / f".{key}.lock")):  # compressions side by side: one scores, the others wait and read
+        fields = load_scores(cache, key, probes)
+        if fields is not None and set(label_types) <= set(fields["by_average"].get(average, {})):
+            logger.info("convexity scores of %s read from %s (%s)", teacher, cache, key)
+            return LayerScores(dict(fields["by_average"][average]), fields["probes"], fields["influence"], fields["counts"],
+                               fields["by_average"])  # fmt: skip
+        scores = score_layers(model, corpus, label_types, max_points, seed, device, probes=probes, average=average)
+        fields = {"probes": scores.probes, "influence": scores.influence, "counts": scores.counts,
+                  "by_average": scores.by_average}  # fmt: skip
+        logger.info("convexity scores of %s kept in %s", teacher, save_scores(cache, key, fields, with_probes=probes))
+        return scores
+
+
 def _other_average(scores: LayerScores, average: str) -> tuple[str, dict[str, list[float]]]:
     """The curves by the average the rule does not use, for the plot."""
     other = next(name for name in AVERAGES if name != average)
@@ -274,12 +312,14 @@ def compress_convexity(
     finetune: str | None = None,
     finetune_steps: int | None = None,
     average: str = DEFAULT_AVERAGE,
+    scores_cache: str | os.PathLike | None = None,
     **unused,
 ) -> Path:
     """Score the teacher's layers, choose how many to keep, write the truncated compact checkpoint
     (``depths="all"``: one per depth 1 .. L-1 in ``out/layers-K``, listed in ``out/checkpoints.json``,
     the rule's depth marked ``selected``); with ``finetune`` (a task name), then fine-tune the rule's
-    model and the teacher on that task and compare."""
+    model and the teacher on that task and compare. ``scores_cache``: a folder that keeps the
+    teacher's convexity scores for the next compression that needs the same ones (None: not kept)."""
     from harness.compression.finetune import check_task_data, finetune_pair
     from upstreams import load_upstream
 
@@ -295,7 +335,8 @@ def compress_convexity(
     started = time.perf_counter()
 
     average = average or DEFAULT_AVERAGE
-    scores = score_layers(model, corpus, label_types, max_points, seed, torch_device, average=average)
+    scores = cached_score_layers(teacher, model, corpus, label_types, max_points, seed, torch_device, average=average,
+                                 cache=scores_cache)  # fmt: skip
     curves, probes, influence, counts = scores.curves, scores.probes, scores.influence, scores.counts
 
     selection = select_layers(curves, rule)

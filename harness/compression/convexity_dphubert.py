@@ -45,7 +45,7 @@ from pathlib import Path
 
 from core.files import write_json
 from core.paths import CONVEXITY_FILE, portable_path
-from harness.compression.convexity import score_layers
+from harness.compression.convexity import cached_score_layers
 from harness.compression.convexity_options import (
     AVERAGES,
     DEFAULT_AVERAGE,
@@ -78,6 +78,7 @@ def compress_convexity_dphubert(
     max_points: int | None = None,
     average: str | None = None,
     measure_cost: bool = True,
+    scores_cache: str | os.PathLike | None = None,
     **options,
 ) -> Path:
     """Choose the depth by convexity, then prune inside it with DPHuBERT to ``sparsity`` of the whole
@@ -106,7 +107,7 @@ def compress_convexity_dphubert(
         return Path(out)
     full = load_teacher(teacher, run.runtime)
     teacher_params, teacher_layers = full.num_params(), full.config.num_layers
-    choice = choose_depth(run, full, corpus, label_types, rule, max_points, average)
+    choice = choose_depth(run, full, corpus, label_types, rule, max_points, average, scores_cache)
     depth = choice["kept_layers"]
     truncated = full.truncate(depth).eval().requires_grad_(False)
     del full
@@ -140,7 +141,7 @@ def compress_convexity_dphubert(
 
 def choose_depth(
     run: RecipeRun, teacher: SpeechEncoder, corpus: str | os.PathLike, label_types: tuple[str, ...], rule: str,
-    max_points: int, average: str = DEFAULT_AVERAGE,
+    max_points: int, average: str = DEFAULT_AVERAGE, scores_cache: str | os.PathLike | None = None,
 ) -> dict:
     """Score the teacher's hidden states on the labels and pick the depth (on the main process; a
     resumed run reads the choice back from ``work/convexity.json``). Writes ``OUT/convexity.json``
@@ -148,8 +149,8 @@ def choose_depth(
     saved = run.work / CONVEXITY_FILE
     if run.runtime.is_main and not saved.is_file():
         started = time.perf_counter()
-        scores = score_layers(teacher, corpus, label_types, max_points, run.config.seed, run.runtime.device, probes=False,
-                              average=average)  # fmt: skip
+        scores = cached_score_layers(run.teacher, teacher, corpus, label_types, max_points, run.config.seed,
+                                     run.runtime.device, probes=False, average=average, cache=scores_cache)  # fmt: skip
         selection = select_layers(scores.curves, rule)
         choice = {**scores.curves, "kept_layers": selection.num_layers, "selection": selection.to_dict(),
                   "counts": scores.counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1),
