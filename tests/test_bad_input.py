@@ -122,6 +122,7 @@ def test_an_unknown_device_is_refused_before_any_work(command, tmp_path, caplog)
     (["--method", "convexity", "--finetune", "asrr"], "unknown task 'asrr'"),
     (["--method", "convexity", "--threads", "2"], "does not take --threads (an option of --method convexity_dphubert / distill / dphubert)"),
     (["--method", "convexity", "--out", "FILE/sub"], "is a file, so the directory cannot be created"),
+    (["--method", "convexity_dphubert", "--cache", "FILE"], "FILE: this is a file; give a directory"),
 ])  # fmt: skip
 def test_compress_checks_its_options_before_any_work(options, says, tmp_path, caplog):
     corpus = tmp_path / "corpus"

@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
     teacher = args.teacher or str(EMBEDDED_TEACHER)
     # every option, the output and the teacher are checked before any work (corpus generation, scoring, training)
     resolve_device(args.device)
-    check_directories(out=args.out)
+    check_directories(out=args.out, **({"cache": args.cache} if method.scores_cache_option else {}))
     method.check(args.preset, options, check_source(teacher, "--teacher"))
     logger.debug("%s options: %s", args.method, options)
     if method.scores_cache_option:
