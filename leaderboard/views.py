@@ -95,7 +95,9 @@ def budgets_html(table: CorpusTable) -> str:
 
 def budgets_csv(tables: Sequence[CorpusTable]) -> str:
     """One line per compressed row of every budget: its score, the difference the budget's leader
-    has over it (``leader − row``, paired bootstrap 95 % interval) and the budget's verdict."""
+    has over it (``leader − row``, paired bootstrap 95 % interval), whether that one difference is
+    significant (its interval above 0), and the budget's verdict (which names a best method only when
+    the leader is significantly ahead of every other method there)."""
     lines: list[dict[str, Any]] = []
     for table in tables:
         for budget in table.budgets:
@@ -111,7 +113,8 @@ def budgets_csv(tables: Sequence[CorpusTable]) -> str:
                     "compared with": c.leader.label if c else None, "leader − row": c.difference if c else None,
                     "leader − row 95% low": c.interval[0] if c and c.interval else None,
                     "leader − row 95% high": c.interval[1] if c and c.interval else None,
-                    "verdict": budget.verdict,
+                    "leader − row significant": (("yes" if c.significant else "no") if c and c.interval else None),
+                    "budget verdict": budget.verdict,
                 })  # fmt: skip
     if not lines:
         return ""

@@ -70,6 +70,8 @@ def test_identical_counts_differ_by_exactly_zero_and_no_method_is_best():
     assert np.all(comparison.leader.samples - comparison.other.samples == 0.0)
     assert budget.verdict == NO_DIFFERENCE and not comparison.significant
     assert f"2.00 M (convexity, dphubert): convexity − dphubert +0.0 [+0.0, +0.0]; {NO_DIFFERENCE}" in to_markdown([table])
+    frame = pd.read_csv(io.StringIO(budgets_csv([table])))
+    assert list(frame["leader − row significant"].dropna()) == ["no"] and set(frame["budget verdict"]) == {NO_DIFFERENCE}
 
 
 def test_a_clearly_better_method_is_named_best_in_every_format():
@@ -81,9 +83,11 @@ def test_a_clearly_better_method_is_named_best_in_every_format():
     assert budget.verdict == "best: convexity" and len(budget.points) == 3
     assert "best: convexity" in to_markdown([table]) and "best: convexity" in to_html([table])
     frame = pd.read_csv(io.StringIO(budgets_csv([table])))
-    assert list(frame["verdict"].unique()) == ["best: convexity"]
+    assert list(frame["budget verdict"].unique()) == ["best: convexity"]
     loser = frame[frame["method"] == "dphubert"].iloc[0]
     assert loser["leader − row"] == pytest.approx(comparison.difference) and loser["leader − row 95% low"] > 0
+    assert loser["leader − row significant"] == "yes"
+    assert frame[frame["method"] == "convexity"]["leader − row significant"].isna().all()  # the leader and its own other rows
     assert loser["SUPERB score 95% low"] < loser["SUPERB score"] < loser["SUPERB score 95% high"]
 
 
