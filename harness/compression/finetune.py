@@ -119,11 +119,12 @@ def resolve_schedule(
 # ---------------------------------------------------------------------------------------- data
 @dataclass
 class WaveSplit:
-    """One split of a task: wav paths, lengths in samples, references, and train targets."""
+    """One split of a task: wav paths, lengths in samples, references, utterance ids, and train targets."""
 
     paths: list[str]
     samples: np.ndarray  # [utterances], from the manifest's durations (for bucketing)
     references: list
+    ids: list[str] = field(default_factory=list)
     targets: list[Tensor] = field(default_factory=list)
 
 
@@ -133,22 +134,24 @@ def check_task_data(task_name: str, corpus: str | os.PathLike, preset: str) -> T
         raise ValueError(f"unknown fine-tuning preset {preset!r}; choose one of {', '.join(PRESETS)}")
     task = get_task(task_name)
     task.preset(preset)
-    missing = [s for s in SPLITS if not manifest_path(corpus, task.manifest_task, s).is_file()]
+    manifest = task.manifest_for(corpus)
+    missing = [s for s in SPLITS if not manifest_path(corpus, manifest, s).is_file()]
     if missing:
         have = sorted(p.parent.name for p in (Path(corpus) / "manifests").glob("*/train.csv"))
         raise ManifestError(
-            f"{corpus}: fine-tuning on {task_name!r} needs manifests/{task.manifest_task}/{{{','.join(SPLITS)}}}.csv; "
+            f"{corpus}: fine-tuning on {task_name!r} needs manifests/{manifest}/{{{','.join(SPLITS)}}}.csv; "
             f"{', '.join(missing)} missing (the corpus has tasks: {', '.join(have) or 'none'})"
         )
     return task
 
 
 def read_split(task: Task, corpus: str | os.PathLike, split: str) -> WaveSplit:
-    frame = read_manifest(corpus, task.manifest_task, split)
+    manifest = task.manifest_for(corpus)
+    frame = read_manifest(corpus, manifest, split)
     if frame.empty:
-        raise ManifestError(f"{corpus}: manifest {task.manifest_task}/{split} has no rows")
+        raise ManifestError(f"{corpus}: manifest {manifest}/{split} has no rows")
     samples = np.round(frame["duration"].astype(float).to_numpy() * SAMPLE_RATE).astype(np.int64)
-    return WaveSplit(list(frame["wav_path"]), samples, task.references(frame))
+    return WaveSplit(list(frame["wav_path"]), samples, task.references(frame), [str(i) for i in frame["id"]])
 
 
 def load_batch(
@@ -297,14 +300,17 @@ def finetune_model(
     train_s = sum(step_s)
 
     model.load_state_dict(best_state)
-    predictions, inference_s, test_audio_s = predict(model, task, data["test"], config.eval_batch_size, runtime, warmup=True)
+    test = data["test"]
+    predictions, inference_s, test_audio_s = predict(model, task, test, config.eval_batch_size, runtime, warmup=True)
     report = {
         "num_layers": encoder.config.num_layers,
         "params": encoder.num_params(),
         "head_params": sum(p.numel() for p in head.parameters()),
         "best_step": best_step,
         "valid": best_metrics,
-        "test": task.score(data["test"].references, predictions),
+        "test": task.score(test.references, predictions),
+        # per test utterance, the counts whose summed ratio is the main metric (for bootstrap intervals)
+        "per_utterance": {"ids": test.ids, **task.utterance_counts(test.references, predictions)},
         "training": {"steps": config.steps, "train_s": round(train_s, 3), "train_s_per_step": round(float(np.median(step_s)), 4),
                      "train_wall_s": round(train_wall_s, 3), "validation_s": round(validation_s, 3)},
         "inference": {"test_audio_s": round(test_audio_s, 2), "inference_s": round(inference_s, 4),

@@ -1,0 +1,101 @@
+"""The fine-tuning study: per task its convexity cut against the full teacher, with paired intervals
+and the paper's claims beside (leaderboard/finetune_study.py, benchmarks/convexity_finetune.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.compression import finetune
+from harness.compression.convexity import LayerScores
+from leaderboard.finetune_study import build_study, to_csv, to_markdown
+from upstreams import tiny_config
+from upstreams.checkpoint import save_compact
+from upstreams.model import SpeechEncoder
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "convexity_finetune.py"
+CUTS = {"sid": {"label": "speaker", "kept_layers": 2, "teacher_layers": 4},
+        "asr": {"label": "word", "kept_layers": 4, "teacher_layers": 4}}  # fmt: skip
+
+
+def report(seed: int, cut_correct: list[int], full_correct: list[int], cut_s: float = 6.0, full_s: float = 10.0) -> dict:
+    def model(correct, layers, params, train_s):
+        return {"num_layers": layers, "params": params, "best_step": 20,
+                "per_utterance": {"ids": [f"u{i}" for i in range(len(correct))], "numerator": correct, "denominator": [1] * len(correct)},
+                "training": {"train_s": train_s}, "inference": {"inference_s_per_audio_s": train_s / 1000},
+                "history": [{"step": 10, "valid_accuracy": 50.0}, {"step": 20, "valid_accuracy": 60.0}]}  # fmt: skip
+
+    return {"task": {"name": "sid", "main_metric": "accuracy", "higher_is_better": True}, "seeds": {"train": seed},
+            "models": {"pruned": model(cut_correct, 2, 600, cut_s), "full": model(full_correct, 4, 1000, full_s)}}  # fmt: skip
+
+
+def test_equal_models_differ_by_nothing_and_a_task_without_a_cut_says_so():
+    correct = [1, 0, 1, 1, 0, 1, 1, 1, 0, 1] * 5
+    rows = build_study(CUTS, [report(0, correct, correct), report(1, correct, correct)])
+    sid, asr = rows
+    assert sid.value == {"cut": 70.0, "full": 70.0} and sid.difference == 0.0 and sid.difference_interval == (0.0, 0.0)
+    assert sid.accuracy_verdict == "no significant difference" and sid.seeds == [0, 1]
+    assert sid.train_ratio == [0.6, 0.6] and sid.params == {"cut": 600, "full": 1000}
+    assert not asr.has_cut and not asr.seeds
+    markdown = to_markdown(rows)
+    assert "40 % less [40, 40]" in markdown and "40 % fewer" in markdown
+    assert "the word curve keeps every layer: no cut to fine-tune" in markdown
+    assert "paper: 20-50 % less training time; here: sid 40 % less [40, 40]" in markdown
+
+
+def test_a_clearly_worse_cut_is_significantly_worse_and_a_slower_one_takes_more_time():
+    full = [1] * 45 + [0] * 5
+    cut = [1] * 20 + [0] * 30
+    (sid, _) = build_study(CUTS, [report(0, cut, full, cut_s=11.0), report(1, cut, full, cut_s=12.0)])
+    assert sid.difference == pytest.approx(-50.0) and sid.difference_interval[1] < 0
+    assert sid.accuracy_verdict == "the cut is significantly worse"
+    low, high = sid.spread["cut"]
+    assert low < 40.0 < high < sid.spread["full"][0]  # the two intervals do not overlap
+    assert "15 % more [10, 20]" in to_markdown([sid])
+    frame = pd.read_csv(__import__("io").StringIO(to_csv([sid])))
+    assert frame.loc[0, "cut accuracy"] == pytest.approx(40.0) and frame.loc[0, "cut − full 95% high"] < 0
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("convexity_finetune", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_study_cuts_per_task_fine_tunes_both_and_resumes(synth_corpus, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    teacher = save_compact(SpeechEncoder(tiny_config("hubert")).eval(), tmp_path / "teacher")  # 4 layers
+    script = _load_script()
+
+    def scores(*args, **kwargs):  # speaker convexity peaks at layer 2, word at the last: sid is cut, slu is not
+        return LayerScores({"speaker": [10.0, 30.0, 50.0, 40.0, 35.0], "word": [10.0, 20.0, 30.0, 40.0, 50.0]}, {}, {}, {})
+
+    monkeypatch.setattr(script, "cached_score_layers", scores)
+    argv = ["--teacher", str(teacher), "--corpus", str(synth_corpus), "--tasks", "sid,slu", "--seeds", "0,1",
+            "--steps", "4", "--eval-every", "2", "--out", str(tmp_path / "out"), "--publish", str(tmp_path / "pub"),
+            "--cache", str(tmp_path / "cache")]  # fmt: skip
+    script.main(argv)
+    study = json.loads((tmp_path / "pub" / "study.json").read_text())
+    assert study["cuts"]["sid"]["kept_layers"] == 2 and study["cuts"]["slu"]["checkpoint"] is None
+    sid = json.loads((tmp_path / "pub" / "runs" / "sid" / "seed-1" / "finetune-sid.json").read_text())
+    assert sid["models"]["pruned"]["num_layers"] == 2 and sid["models"]["full"]["num_layers"] == 4
+    assert sid["seeds"] == {"train": 1} and sid["schedule"]["steps"] == 4
+    assert len(sid["models"]["pruned"]["per_utterance"]["ids"]) == sid["corpus"]["utterances"]["test"]
+    assert not (tmp_path / "pub" / "runs" / "sid" / "seed-1" / "finetuned-sid").exists()  # reports only: publishable
+    table = (tmp_path / "pub" / "table.md").read_text()
+    assert "| sid " in table and "speaker: 2/4" in table and "the word curve keeps every layer" in table
+    assert (tmp_path / "pub" / "curves.png").stat().st_size > 0
+
+    # a rerun finds every report and fine-tunes nothing
+    monkeypatch.setattr(finetune, "finetune_model", lambda *a, **k: pytest.fail("retrained"))
+    script.main(argv)
+
+    with pytest.raises(ValueError, match="--cut-labels 'sid=colour'"):
+        script.main([*argv, "--cut-labels", "sid=colour"])
