@@ -136,6 +136,23 @@ def _errors(points: Sequence[Point]) -> list[list[float]]:
     return [below, above]
 
 
+def _off_scale(points: Sequence[Point]) -> list[Point]:
+    """The FBANK point, when drawing it would squeeze every other row into the top of the panel:
+    the others' scores (with intervals) span less than a third of the range down to FBANK's. It
+    then leaves the axes and a note at the panel's foot gives its score and cost."""
+    fbank = [p for p in points if p.kind == FBANK_KIND]
+    others = [p for p in points if p.kind != FBANK_KIND]
+    if not fbank or not others:
+        return []
+    lows = [min(p.score, p.interval[0]) if p.interval and not math.isnan(p.interval[0]) else p.score for p in others]
+    highs = [max(p.score, p.interval[1]) if p.interval and not math.isnan(p.interval[1]) else p.score for p in others]
+    bottom, top = min(lows), max(highs)
+    floor = max(p.score for p in fbank)
+    if floor >= bottom or top - bottom >= (top - floor) / 3:
+        return []
+    return fbank
+
+
 def _pareto_panel(axes: Any, table: CorpusTable, cost: str, scale: float, name: str) -> None:
     points = [p for p in table.points if p.score is not None and p.cost(cost) is not None]
     if not points:
@@ -151,16 +168,22 @@ def _pareto_panel(axes: Any, table: CorpusTable, cost: str, scale: float, name: 
         for p, xi, yi in zip(line, x, y, strict=True):
             if p.tag:
                 axes.annotate(p.tag, (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    off_scale = _off_scale(points)
+    hidden = {id(p) for p in off_scale}
     for kind, marker, size, label in SINGLE_POINTS:
-        group = [p for p in points if p.kind == kind]
+        group = [p for p in points if p.kind == kind and id(p) not in hidden]
         if group:
             axes.errorbar([p.cost(cost) / scale for p in group], [p.score for p in group], yerr=_errors(group),
                           fmt=marker, markersize=size, color="0.15", capsize=3, label=label)  # fmt: skip
-    frontier = pareto_frontier(points, cost)
+    frontier = [p for p in pareto_frontier(points, cost) if id(p) not in hidden]
     x, y = [p.cost(cost) / scale for p in frontier], [p.score for p in frontier]
     axes.step(x, y, where="post", linestyle="--", color="0.4", linewidth=1, label="Pareto frontier", zorder=1)
     axes.scatter(x, y, s=220, facecolors="none", edgecolors="0.4", linewidths=1, zorder=1)
     axes.margins(x=0.08, y=0.1)
+    if off_scale:
+        axes.text(0.01, 0.01, "off the scale, below: " + "; ".join(
+            f"{p.label.split(' (')[0]} (score {p.score:.0f} at {p.cost(cost) / scale:.3g})" for p in off_scale),
+            fontsize=7, color="0.3", transform=axes.transAxes)  # fmt: skip
     axes.set_xlabel(name)
     axes.set_ylabel("SUPERB-style score")
     axes.grid(alpha=0.3)

@@ -111,6 +111,17 @@ def test_pareto_frontier_of_a_hand_made_set():
     assert plot_pareto([]).startswith(b"\x89PNG")
 
 
+def test_fbank_leaves_the_plot_only_when_it_would_squeeze_the_other_rows():
+    from leaderboard.views import _off_scale
+
+    fbank = Point("fbank", "fbank", None, 0, 0.002, 0.0)
+    close = [Point("t", "teacher", None, 5e6, 0.48, 1000.0), Point("c", "compressed", "m", 2e6, 0.3, 860.0, interval=(845.0, 875.0))]
+    spread = [*close, Point("d", "compressed", "m", 1e6, 0.2, 200.0)]
+    assert _off_scale([fbank, *close]) == [fbank]  # 845 .. 1000 is under a third of 0 .. 1000
+    assert _off_scale([fbank, *spread]) == []  # a row near FBANK: everything stays on the axes
+    assert _off_scale(close) == []
+
+
 def test_rows_say_what_they_are_and_the_notes_name_reference_and_zero_point():
     (table,) = build_leaderboard([
         *base(), record("p", 70, method="convexity", params=3e6, kept=3, selected=True),
