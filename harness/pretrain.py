@@ -241,6 +241,7 @@ def pretrain(
             final,
             teacher,
             metadata={"source": "harness pretrain", "preset": preset, "corpus": str(corpus), "pretrain": dataclasses.asdict(config)},
+            storage_dtype=None if config.storage_dtype == "float32" else getattr(torch, config.storage_dtype),
         )
         record_cost(teacher, measure_cost(final))
         write_model_card(teacher, out, preset, config, corpus, runtime, time.perf_counter() - started, command)
@@ -409,7 +410,8 @@ def write_model_card(
         "",
         f"A {model.num_params() / 1e6:.2f} M-parameter HuBERT-architecture encoder ({config.layers} layers, width "
         f"{config.embed_dim}, {config.heads} heads, FFN {config.ffn_dim}, {config.conv_channels}-channel conv extractor), "
-        f"pretrained with HuBERT's masked prediction objective (preset `{preset}`).",
+        f"pretrained with HuBERT's masked prediction objective (preset `{preset}`)"
+        + ("." if config.storage_dtype == "float32" else f"; its weights are stored in {config.storage_dtype} and load as float32."),
         "",
         "## Reproduce",
         "",

@@ -47,6 +47,13 @@ class PretrainConfig:
     temperature: float = 0.1
     save_every: int = 100
     seed: int = 0
+    storage_dtype: str = "float32"  # of the finished teacher's weights file ("float16" halves it)
+
+    def __post_init__(self) -> None:
+        if self.storage_dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"storage_dtype {self.storage_dtype!r}: choose float32, float16 or bfloat16")
+        if not 0 <= self.feature_layer <= self.layers:
+            raise ValueError(f"feature_layer {self.feature_layer} is not a hidden state of a {self.layers}-layer model (0..{self.layers})")
 
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig(
@@ -70,6 +77,9 @@ class PretrainConfig:
 
 PRESETS = {
     "tiny": PretrainConfig(unmasked_weight=1.0, steps=[3000, 3000]),
+    # As deep as HuBERT Base at the embedded teacher's width: 12 layers, iteration 2's targets from
+    # hidden state 6 (HuBERT Base's layer 6 of 12); 10.0 M parameters, stored in float16 (19 MB).
+    "base12": PretrainConfig(layers=12, unmasked_weight=1.0, feature_layer=6, steps=[3000, 3000], storage_dtype="float16"),
     "small": PretrainConfig(
         layers=8, embed_dim=384, heads=6, ffn_dim=1536, conv_channels=256, pos_conv_kernel=128,
         clusters=[100, 250], feature_layer=4, steps=[20_000, 20_000], batch_size=16, crop_seconds=4.0,

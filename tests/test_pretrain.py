@@ -116,3 +116,32 @@ def test_state_files_refuse_code(tmp_path):
     torch.save({"step": 1, "evil": Evil()}, path)
     with pytest.raises(ValueError, match="cannot read the training state"):
         training.load_state(path)
+
+
+def test_the_base12_recipe_is_as_deep_as_hubert_base_and_its_teacher_is_stored_in_float16(synth_corpus, tmp_path):
+    from safetensors import safe_open
+
+    from upstreams.model import SpeechEncoder
+
+    base12 = recipe.PRESETS["base12"]
+    assert (base12.layers, base12.feature_layer, base12.storage_dtype) == (12, 6, "float16")
+    params = SpeechEncoder(base12.encoder_config(), initialize=False).num_params()
+    assert 9e6 < params and 2 * params < 25 * 2**20  # the 25 MB, in float16
+
+    teacher = recipe.pretrain(synth_corpus, tmp_path / "pt", "base12", device="cpu",
+                              overrides={**SMALL, "steps": [3, 2], "storage_dtype": "float16"})  # fmt: skip
+    with safe_open(str(teacher / "model.safetensors"), framework="pt") as weights:
+        dtypes = {weights.get_tensor(key).dtype for key in weights.keys()}
+    assert dtypes == {torch.float16}
+    model = load_compact(teacher)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    finished = load_compact(tmp_path / "pt" / "iter2" / "model")  # float32, as trained
+    for name, value in finished.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value.to(torch.float16).to(torch.float32)), name
+    hidden, _ = model(torch.randn(1, 16000))
+    assert len(hidden) == 3 and torch.isfinite(hidden[-1]).all()
+    assert "stored in float16 and load as float32" in (teacher / "MODEL_CARD.md").read_text()
+    with pytest.raises(ValueError, match="storage_dtype 'int8'"):
+        recipe.PretrainConfig(storage_dtype="int8")
+    with pytest.raises(ValueError, match="feature_layer 7 is not a hidden state of a 6-layer model"):
+        recipe.PretrainConfig(feature_layer=7)

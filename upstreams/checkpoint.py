@@ -56,7 +56,10 @@ def is_complete_checkpoint(path: str | Path) -> bool:
     return is_compact_checkpoint(path) and (Path(path) / WEIGHTS_NAME).is_file()
 
 
-def save_compact(model: SpeechEncoder, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+def save_compact(
+    model: SpeechEncoder, directory: str | Path, metadata: dict[str, Any] | None = None,
+    storage_dtype: torch.dtype | None = None,
+) -> Path:  # fmt: skip
     """Write ``model`` as a compact checkpoint (weights, then config.json); returns the directory.
 
     The cost is not measured (see the module docstring for writing ``cost.json`` too).
@@ -65,6 +68,8 @@ def save_compact(model: SpeechEncoder, directory: str | Path, metadata: dict[str
         model: the encoder; masks must be folded first (``model.prune()``).
         directory: created if missing; existing files of the same names are replaced atomically.
         metadata: JSON-serialisable provenance (source checkpoint, method, ...), kept in config.json.
+        storage_dtype: store the floating-point weights in this dtype (``torch.float16`` halves the
+            file; :func:`load_compact` reads them back into a float32 model). None keeps the model's.
 
     Raises:
         core.files.WriteError: ``directory`` cannot be written (a full disk, ...); the checkpoint was
@@ -73,6 +78,8 @@ def save_compact(model: SpeechEncoder, directory: str | Path, metadata: dict[str
     if model.masks():
         raise ValueError("the model has masks set; call model.prune() to fold them before saving")
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    if storage_dtype is not None:
+        state = {name: t.to(storage_dtype) if t.is_floating_point() else t for name, t in state.items()}
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -80,6 +87,8 @@ def save_compact(model: SpeechEncoder, directory: str | Path, metadata: dict[str
         "num_params": model.num_params(),
         "metadata": metadata or {},
     }
+    if storage_dtype is not None:
+        config["storage_dtype"] = str(storage_dtype).removeprefix("torch.")
     directory = write_or_rescue(lambda target: _write_compact(state, config, target), directory, "compact checkpoint")
     logger.info("saved %s (%d parameters) to %s", model.config.describe(), model.num_params(), directory)
     return directory
@@ -162,7 +171,8 @@ def check_compact(directory: str | Path) -> EncoderConfig:
 def load_compact(
     directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> SpeechEncoder:
-    """Rebuild the ``SpeechEncoder`` stored in a compact checkpoint directory (in eval mode).
+    """Rebuild the ``SpeechEncoder`` stored in a compact checkpoint directory (in eval mode), in
+    float32 whatever dtype its weights are stored in (or in ``dtype``).
 
     Checked first (:func:`check_compact`): a damaged or mismatched checkpoint raises ``ValueError``
     naming its files.
