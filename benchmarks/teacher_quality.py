@@ -1,9 +1,11 @@
-"""Teacher quality: a teacher's frozen features against FBANK on all four tasks, over several seeds.
+"""Teacher quality: a teacher's frozen features against FBANK on every task, over several seeds.
 
 Runs ``harness evaluate`` (demo heads by default) for FBANK and for the teacher with each seed
 (head initialisation and batch order), keeps one record per (upstream, task, seed) under
 ``OUT/records/``, and prints a Markdown table of mean, standard deviation and the per-seed values,
-also written to ``OUT/teacher_quality.md`` and ``OUT/teacher_quality.json``. A rerun reuses the
+with 95 % intervals (the leaderboard's bootstrap over test utterances and seeds, paired between
+the two sides, so ``teacher − FBANK`` has its own interval), also written to
+``OUT/teacher_quality.md`` and ``OUT/teacher_quality.json``. A rerun reuses the
 records it finds, so a killed run resumes and two runs with different ``--upstreams`` can share
 one ``OUT`` (then a last run without ``--upstreams`` only aggregates). Example::
 
@@ -25,10 +27,11 @@ import torch
 from core.files import atomic_path, write_json
 from core.records import Record, load_records
 from harness.evaluate import EvaluateConfig, evaluate, same_schedule
+from leaderboard.intervals import Counts, Resampler, interval
 from tasks.registry import get_task
 
 logger = logging.getLogger("teacher_quality")
-TASKS = ("asr", "pr", "sid", "slu")
+TASKS = ("asr", "pr", "sid", "slu", "ks")
 
 
 def parse_args() -> argparse.Namespace:
@@ -94,20 +97,48 @@ def summarise(args: argparse.Namespace, seeds: list[int], tasks: list[str]) -> d
                          "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0}  # fmt: skip
         better = row["teacher"]["mean"] > row["fbank"]["mean"]
         row["teacher_better"] = better if spec.higher_is_better else not better
+        row |= _intervals({name: [found[name, seed][task] for seed in seeds] for name in ("teacher", "fbank")}, spec)
         summary["tasks"][task] = row
     return summary
 
 
+def _intervals(records: dict[str, list[Record]], spec) -> dict:
+    """95 % intervals of both sides and of ``teacher − FBANK`` (paired: the same utterance and seed
+    draws); empty when a record has no per-utterance counts."""
+    counts = {name: [Counts.from_record(r.per_utterance) for r in side] for name, side in records.items()}
+    if any(c is None for side in counts.values() for c in side):
+        return {}
+    ids = counts["teacher"][0].ids
+    resampler = Resampler(len(ids))
+    samples = {name: resampler.samples([c.aligned(ids) for c in side]) for name, side in counts.items()}
+    low, high = interval(samples["teacher"] - samples["fbank"])
+    significant = (low > 0) if spec.higher_is_better else (high < 0)
+    return {"teacher_interval": [round(v, 2) for v in interval(samples["teacher"])],
+            "fbank_interval": [round(v, 2) for v in interval(samples["fbank"])],
+            "difference_interval": [round(low, 2), round(high, 2)],
+            "teacher_significantly_better": bool(significant)}  # fmt: skip
+
+
 def to_markdown(summary: dict) -> str:
     lines = [
-        "| task (metric) | teacher, mean ± std | FBANK, mean ± std | teacher per seed | FBANK per seed |",
-        "| --- | --- | --- | --- | --- |",
+        "| task (metric) | teacher, mean ± std [95 %] | FBANK, mean ± std [95 %] | teacher − FBANK [95 %] "
+        "| teacher per seed | FBANK per seed |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for task, row in summary["tasks"].items():
         arrow = "↑" if row["higher_is_better"] else "↓"
         t, f = row["teacher"], row["fbank"]
+        spread = {k: f" [{row[k][0]:.2f}, {row[k][1]:.2f}]" if k in row else "" for k in ("teacher_interval", "fbank_interval")}
+        difference = t["mean"] - f["mean"]
+        if "difference_interval" in row:
+            low, high = row["difference_interval"]
+            verdict = "significant" if row["teacher_significantly_better"] else "not significant"
+            difference_text = f"{difference:+.2f} [{low:+.2f}, {high:+.2f}], {verdict}"
+        else:
+            difference_text = f"{difference:+.2f} (no per-utterance counts: no interval)"
         lines.append(
-            f"| {task} ({row['metric']} {arrow}) | **{t['mean']:.2f} ± {t['std']:.2f}** | {f['mean']:.2f} ± {f['std']:.2f} "
+            f"| {task} ({row['metric']} {arrow}) | **{t['mean']:.2f} ± {t['std']:.2f}**{spread['teacher_interval']} "
+            f"| {f['mean']:.2f} ± {f['std']:.2f}{spread['fbank_interval']} | {difference_text} "
             f"| {', '.join(f'{v:.2f}' for v in t['values'])} | {', '.join(f'{v:.2f}' for v in f['values'])} |"
         )
     return "\n".join(lines) + "\n"
