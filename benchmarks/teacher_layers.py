@@ -49,7 +49,7 @@ def layer_table(scores, label_types: tuple[str, ...]) -> tuple[str, dict]:
     headers = ["hidden state"]
     for label in label_types:
         headers += [f"{label} convexity (classes)", f"{label} convexity (pairs)", f"{label} probe"]
-    headers.append("block influence")
+    headers.append("block influence (this state → the next)")
     peaks = {label: int(np.argmax(scores.curves[label])) for label in label_types}
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     for state in range(states):
