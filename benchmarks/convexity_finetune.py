@@ -110,7 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or not tasks:
+        raise ValueError("--seeds and --tasks each need at least one value")
     labels = task_labels(tasks, args.cut_labels)
     for task in tasks:  # before any work: every task's manifests
         check_task_data(task, args.corpus, "demo")

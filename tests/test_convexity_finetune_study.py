@@ -99,3 +99,5 @@ def test_the_study_cuts_per_task_fine_tunes_both_and_resumes(synth_corpus, tmp_p
 
     with pytest.raises(ValueError, match="--cut-labels 'sid=colour'"):
         script.main([*argv, "--cut-labels", "sid=colour"])
+    with pytest.raises(ValueError, match="--seeds 'one': give comma-separated integers"):
+        script.main([*argv, "--seeds", "one"])
