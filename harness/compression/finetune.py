@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from core.files import atomic_path, write_json
+from core.paths import portable_path
 from harness import provenance, training
 from harness.evaluate import bucketed_batches
 from tasks.audio import SAMPLE_RATE, load_audio
@@ -364,9 +365,9 @@ def finetune_pair(
 
     models = {}
     pruned_report, pruned_model = finetune_model("pruned", load_compact(pruned), task, task_preset.head, config, data, seed, runtime)
-    models["pruned"] = {"source": str(pruned), **pruned_report}
+    models["pruned"] = {"source": portable_path(pruned), **pruned_report}
     full_report, _ = finetune_model("full", load_upstream(teacher), task, task_preset.head, config, data, seed, runtime)
-    models["full"] = {"source": str(teacher), **full_report}
+    models["full"] = {"source": portable_path(teacher), **full_report}
     if models["pruned"]["num_layers"] >= models["full"]["num_layers"]:
         logger.warning("the pruned model keeps all %d layers; the comparison shows no pruning", models["full"]["num_layers"])
 
@@ -387,7 +388,7 @@ def finetune_pair(
     write_json(report_path, {
         "task": {"name": task_name, "metrics": list(task.metric_names), "main_metric": main,
                  "higher_is_better": task.higher_is_better},
-        "corpus": {"root": str(Path(corpus).resolve()), "fingerprint": CorpusInfo.read(corpus).fingerprint,
+        "corpus": {"root": portable_path(Path(corpus).resolve()), "fingerprint": CorpusInfo.read(corpus).fingerprint,
                    "utterances": {s: len(d.paths) for s, d in data.items()}},
         "preset": preset,
         "schedule": dataclasses.asdict(config),
@@ -397,7 +398,7 @@ def finetune_pair(
         "seeds": {"train": seed},
         "models": models,
         "comparison": comparison,
-        "finetuned_checkpoint": str(finetuned) if finetuned else None,
+        "finetuned_checkpoint": portable_path(finetuned) if finetuned else None,
         "seconds": round(time.perf_counter() - started, 1),
     })  # fmt: skip
     c = comparison
