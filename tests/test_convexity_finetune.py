@@ -55,9 +55,13 @@ def test_finetune_compares_pruned_with_full(synth_corpus, models, tmp_path, monk
                            load_compact(pruned).state_dict()["transformer.layers.0.feed_forward.intermediate_dense.weight"])  # fmt: skip
     assert (pruned / "model.safetensors").read_bytes() == weights_before
 
-    # a rerun finds the report and trains nothing
+    # a rerun finds the report and trains nothing; a report of another schedule or seed is refused
     monkeypatch.setattr(finetune, "finetune_model", lambda *a, **k: pytest.fail("retrained"))
     assert finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=tmp_path, schedule=FAST) == path
+    with pytest.raises(ValueError, match="was made with another schedule"):
+        finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=tmp_path, schedule=FAST, steps=31)
+    with pytest.raises(ValueError, match="was made with another seed "):
+        finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=tmp_path, schedule=FAST, seed=1)
 
 
 def test_unknown_task_and_missing_manifests(synth_corpus, tmp_path):

@@ -341,7 +341,9 @@ def finetune_pair(
     """Fine-tune the compact checkpoint ``pruned`` and the full ``teacher`` on ``task_name``.
 
     Writes ``OUT/finetune-TASK.json`` (``out`` defaults to ``pruned``) and, with ``save_finetuned``,
-    ``OUT/finetuned-TASK/``; returns the JSON's path. If the JSON exists, nothing is done.
+    ``OUT/finetuned-TASK/``; returns the JSON's path. If the JSON exists and was made with the same
+    schedule, seed and corpus, nothing is done; made otherwise, it raises ``ValueError`` naming it
+    (a report of another schedule is never passed off as this one's).
     ``schedule`` replaces the preset's schedule; ``steps`` overrides its steps.
     """
     from upstreams import load_upstream
@@ -350,11 +352,12 @@ def finetune_pair(
     out = Path(out if out is not None else pruned)
     report_path = out / f"finetune-{task_name}.json"
     task = check_task_data(task_name, corpus, preset)
-    if report_path.is_file():
-        logger.info("%s exists; fine-tuning on %s skipped", report_path, task_name)
-        return report_path
     task_preset = task.preset(preset)
     config = resolve_schedule(preset, task_preset, steps, schedule)
+    if report_path.is_file():
+        _check_existing(report_path, config, seed, CorpusInfo.read(corpus).fingerprint)
+        logger.info("%s exists; fine-tuning on %s skipped", report_path, task_name)
+        return report_path
     runtime = training.setup_runtime(device)
     started = time.perf_counter()
 
@@ -406,6 +409,22 @@ def finetune_pair(
                 task_name, main, c[f"test_{main}"]["pruned"], c[f"test_{main}"]["full"],
                 c["train_time_ratio"], c["inference_time_ratio"])  # fmt: skip
     return report_path
+
+
+def _check_existing(path: Path, config: FinetuneConfig, seed: int, fingerprint: str) -> None:
+    """Refuse a report made with another schedule, seed or corpus than the one asked for."""
+    import json
+
+    try:
+        made = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable report ({error}); remove it to fine-tune again") from None
+    wanted = {"schedule": dataclasses.asdict(config), "seed": {"train": seed}, "corpus": fingerprint}
+    found = {"schedule": made.get("schedule"), "seed": made.get("seeds"), "corpus": made.get("corpus", {}).get("fingerprint")}
+    differ = [key for key in wanted if wanted[key] != found[key]]
+    if differ:
+        raise ValueError(f"{path} was made with another {' and '.join(differ)} ({found[differ[0]]} against {wanted[differ[0]]} "
+                         "asked for); remove it, or give another output folder")  # fmt: skip
 
 
 def _compare(models: dict[str, dict[str, Any]], main: str) -> dict[str, Any]:
