@@ -15,11 +15,12 @@ Recipe, flat:
              curves), with the paper's claims beside the measured figures
 
 The reports hold no checkpoints, so ``PUBLISH`` can be committed (``leaderboard/published/...``).
-Example (the published study)::
+On the 12-layer teacher, 600 steps bring SID to its plateau while PR's validation PER still falls
+(a one-seed pilot, 2026-12-04); give PR more. Example::
 
-    .venv/bin/python benchmarks/convexity_finetune.py --teacher upstreams/teachers/synth-hubert-tiny \\
-        --corpus data/synth-tiny --tasks pr,sid,asr,slu,ks --seeds 0,1,2 --steps 300 \\
-        --publish leaderboard/published/convexity-finetune
+    .venv/bin/python benchmarks/convexity_finetune.py --teacher upstreams/teachers/synth-hubert-12l \\
+        --corpus data/synth-tiny --tasks sid --seeds 0,1,2 --steps 600 \\
+        --publish leaderboard/published/convexity-finetune-12l
 """
 
 from __future__ import annotations
