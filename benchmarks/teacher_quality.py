@@ -27,7 +27,7 @@ import torch
 from core.files import atomic_path, write_json
 from core.records import Record, load_records
 from harness.evaluate import EvaluateConfig, evaluate, same_schedule
-from leaderboard.intervals import Counts, Resampler, interval
+from leaderboard.intervals import interval, paired_samples
 from tasks.registry import get_task
 
 logger = logging.getLogger("teacher_quality")
@@ -105,12 +105,9 @@ def summarise(args: argparse.Namespace, seeds: list[int], tasks: list[str]) -> d
 def _intervals(records: dict[str, list[Record]], spec) -> dict:
     """95 % intervals of both sides and of ``teacher − FBANK`` (paired: the same utterance and seed
     draws); empty when a record has no per-utterance counts."""
-    counts = {name: [Counts.from_record(r.per_utterance) for r in side] for name, side in records.items()}
-    if any(c is None for side in counts.values() for c in side):
+    samples = paired_samples({name: [r.per_utterance for r in records[name]] for name in ("teacher", "fbank")})
+    if samples is None:
         return {}
-    ids = counts["teacher"][0].ids
-    resampler = Resampler(len(ids))
-    samples = {name: resampler.samples([c.aligned(ids) for c in side]) for name, side in counts.items()}
     low, high = interval(samples["teacher"] - samples["fbank"])
     significant = (low > 0) if spec.higher_is_better else (high < 0)
     return {"teacher_interval": [round(v, 2) for v in interval(samples["teacher"])],

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from leaderboard.intervals import Counts, Resampler, interval
+from leaderboard.intervals import Counts, interval, paired_samples
 
 #: Dorszewski, Tětková, Hansen 2024 (../shared/REFERENCE.md section 2), in their words' figures.
 PAPER_CLAIMS = {
@@ -90,14 +90,9 @@ def _fill(row: TaskStudy, reports: list[Mapping[str, Any]]) -> None:
     row.higher_is_better = bool(reports[0]["task"]["higher_is_better"])
     row.seeds = [int(r["seeds"]["train"]) for r in reports]
     models = {name: [r["models"]["pruned" if name == "cut" else "full"] for r in reports] for name in MODELS}
-    counts = {name: [Counts.from_record(m["per_utterance"]) for m in runs] for name, runs in models.items()}
-    ids = counts["cut"][0].ids
-    resampler = Resampler(len(ids))
-    samples = {}
+    samples = paired_samples({name: [m["per_utterance"] for m in runs] for name, runs in models.items()})
     for name in MODELS:
-        aligned = [c.aligned(ids) for c in counts[name]]
-        samples[name] = resampler.samples(aligned)
-        row.value[name] = float(np.mean([c.value() for c in aligned]))
+        row.value[name] = float(np.mean([Counts.from_record(m["per_utterance"]).value() for m in models[name]]))
         row.spread[name] = interval(samples[name])
         row.params[name] = int(models[name][0]["params"])
         row.train_s[name] = [float(m["training"]["train_s"]) for m in models[name]]

@@ -98,6 +98,19 @@ class Resampler:
         return rates[draws, np.arange(self.resamples)[:, None]].mean(axis=1)
 
 
+def paired_samples(sides: Mapping[str, Sequence[Mapping | None]]) -> dict[str, np.ndarray] | None:
+    """Per side (its per-seed ``per_utterance`` sections), its figure on every resample of one shared
+    draw (:class:`Resampler`), so that differences between sides are paired; aligned on the first
+    side's utterance order. None when a section is missing; ``ValueError`` when the sides were
+    tested on different utterances."""
+    counts = {name: [Counts.from_record(section) for section in side] for name, side in sides.items()}
+    if any(c is None for side in counts.values() for c in side):
+        return None
+    ids = next(iter(counts.values()))[0].ids
+    resampler = Resampler(len(ids))
+    return {name: resampler.samples([c.aligned(ids) for c in side]) for name, side in counts.items()}
+
+
 def score_samples(
     rows: Mapping[str, np.ndarray], fbank: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
     tasks: Sequence[str], scale: float,

@@ -70,14 +70,12 @@ def build_task_cuts(cut_records: Sequence[Record], teacher_rows: Mapping[str, Ma
             teacher=sum(r.main_score for r in teacher) / len(teacher) if teacher else None, seeds=len(found),
         )  # fmt: skip
         if all(r.per_utterance for r in [*found, *teacher]) and teacher:
-            ids = teacher[0].per_utterance["ids"]
-            resampler = ci.Resampler(len(ids))
-            try:
-                mine = resampler.samples([ci.Counts.from_record(r.per_utterance).aligned(ids) for r in found])
-                theirs = resampler.samples([ci.Counts.from_record(r.per_utterance).aligned(ids) for r in teacher])
+            try:  # the teacher first: its utterance order is the draws'
+                samples = ci.paired_samples({"teacher": [r.per_utterance for r in teacher], "cut": [r.per_utterance for r in found]})
             except ValueError:
-                mine = theirs = None
-            if mine is not None:
+                samples = None
+            if samples is not None:
+                mine, theirs = samples["cut"], samples["teacher"]
                 cut.interval, cut.teacher_interval = ci.interval(mine), ci.interval(theirs)
                 cut.difference = ci.interval(mine - theirs)
         cuts.append(cut)

@@ -150,3 +150,18 @@ def test_a_reference_significantly_worse_than_fbank_is_called_so():
     notes = " ".join(table.notes)
     assert "asr does not anchor the score" in notes and "significantly worse than FBANK" in notes
     assert "not significantly" not in notes and "SUPERB-style score over sid (of asr, sid)" in notes
+
+
+def test_paired_samples_share_one_draw_and_refuse_other_utterances():
+    from leaderboard.intervals import paired_samples
+
+    def section(ids, errors):
+        return {"ids": ids, "numerator": errors, "denominator": [4] * len(errors)}
+
+    a = section(["u1", "u2", "u3"], [1, 2, 0])
+    shuffled = section(["u3", "u1", "u2"], [0, 1, 2])  # the same counts in another order
+    samples = paired_samples({"a": [a, a], "b": [shuffled, shuffled]})
+    assert np.array_equal(samples["a"], samples["b"])  # aligned, and drawn the same way
+    assert paired_samples({"a": [a], "b": [None]}) is None
+    with pytest.raises(ValueError, match="different utterances"):
+        paired_samples({"a": [a], "b": [section(["u1", "u2", "x"], [1, 2, 0])]})
