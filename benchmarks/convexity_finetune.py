@@ -37,6 +37,7 @@ import torch
 from core.files import atomic_path, write_json
 from core.paths import portable_path
 from harness import provenance
+from harness.commands import check_directories
 from harness.compression.convexity import cached_score_layers, write_task_cut
 from harness.compression.convexity_options import AVERAGES, DEFAULT_AVERAGE, LABEL_TYPES, MAX_POINTS, RULES
 from harness.compression.finetune import PRESETS, FinetuneConfig, check_task_data, finetune_pair
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     if not seeds or not tasks:
         raise ValueError("--seeds and --tasks each need at least one value")
     labels = task_labels(tasks, args.cut_labels)
-    for task in tasks:  # before any work: every task's manifests
+    check_directories(out=args.out, publish=args.publish, cache=args.cache)  # before any work, as the manifests
+    for task in tasks:
         check_task_data(task, args.corpus, "demo")
     schedule = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
                               eval_every=min(args.eval_every, args.steps), head_lr=args.head_lr)  # fmt: skip

@@ -22,6 +22,7 @@ import torch
 
 from core.files import atomic_path, write_json
 from core.paths import portable_path
+from harness.commands import check_directories
 from harness.compression.convexity import cached_score_layers
 from harness.compression.convexity_options import LABEL_TYPES, MAX_POINTS, parse_labels
 from harness.compression.layer_selection import select_layers
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     label_types = parse_labels(args.labels)
+    check_directories(out=args.out, cache=args.cache)  # before the scoring, not after it
     torch.set_num_threads(args.threads)
     device = torch.device(resolve_device(None if args.device == "auto" else args.device))
     model = load_upstream(args.teacher)

@@ -101,3 +101,6 @@ def test_the_study_cuts_per_task_fine_tunes_both_and_resumes(synth_corpus, tmp_p
         script.main([*argv, "--cut-labels", "sid=colour"])
     with pytest.raises(ValueError, match="--seeds 'one': give comma-separated integers"):
         script.main([*argv, "--seeds", "one"])
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ValueError, match="--publish .*a-file: this is a file"):
+        script.main([*argv, "--publish", str(tmp_path / "a-file")])

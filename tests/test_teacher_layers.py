@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from harness.compression.convexity import LayerScores
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "teacher_layers.py"
@@ -25,3 +27,13 @@ def test_the_table_has_a_row_per_hidden_state_both_averages_and_the_peaks():
     assert rows[3].split(" | ")[4] == "75.0 (peak)" and rows[3].endswith("|  |")  # no influence after the last state
     assert summary["peaks"] == {"speaker": 2, "word": 3} and summary["kept_layers_all_labels"] == 3
     assert "speaker: convexity peaks at hidden state 2, probe at 2" in table
+
+
+def test_an_output_that_is_a_file_is_refused_before_the_scoring(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("teacher_layers", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "cached_score_layers", lambda *a, **k: pytest.fail("scored"))
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ValueError, match="--out .*a-file: this is a file"):
+        script.main(["--out", str(tmp_path / "a-file"), "--cache", str(tmp_path / "cache")])
