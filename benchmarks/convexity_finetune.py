@@ -16,10 +16,10 @@ Recipe, flat:
 
 The reports hold no checkpoints, so ``PUBLISH`` can be committed (``leaderboard/published/...``).
 On the 12-layer teacher, 600 steps bring SID to its plateau while PR's validation PER still falls
-(a one-seed pilot, 2026-12-04); give PR more. Example::
+(a one-seed pilot, 2026-12-04); give PR more (``--task-steps``). Example::
 
     .venv/bin/python benchmarks/convexity_finetune.py --teacher upstreams/teachers/synth-hubert-12l \\
-        --corpus data/synth-tiny --tasks sid --seeds 0,1,2 --steps 600 \\
+        --corpus data/synth-tiny --tasks sid,pr --seeds 0,1,2 --steps 600 --task-steps pr=1500 \\
         --publish leaderboard/published/convexity-finetune-12l
 """
 
@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cut-labels", default="", metavar="TASK=LABEL,...", help="label type of a task's cut, overriding its own")
     parser.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds: head initialisation and batch order (default: 0,1,2)")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per model (default: 300)")
+    parser.add_argument("--task-steps", default="", metavar="TASK=N,...", help="steps of a task, overriding --steps (e.g. pr=1500)")
     parser.add_argument("--eval-every", type=int, default=50, help="steps between validations (default: 50)")
     parser.add_argument("--batch-size", type=int, default=demo.batch_size, help=f"default: {demo.batch_size}")
     parser.add_argument("--encoder-lr", type=float, default=demo.encoder_lr, help=f"default: {demo.encoder_lr:g}")
@@ -88,13 +89,25 @@ def task_labels(tasks: list[str], overrides: str) -> dict[str, str]:
     return labels
 
 
+def task_steps(tasks: list[str], default: int, overrides: str) -> dict[str, int]:
+    """Task -> its optimizer steps; an unknown task or a count below 1 raises ``ValueError`` naming the option."""
+    steps = dict.fromkeys(tasks, default)
+    for item in filter(None, overrides.split(",")):
+        task, _, count = item.partition("=")
+        if task not in steps or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--task-steps {item!r}: give TASK=N with a task of --tasks ({', '.join(tasks)}) and N >= 1")
+        steps[task] = int(count)
+    return steps
+
+
 def make_cuts(args: argparse.Namespace, labels: dict[str, str], device: torch.device) -> dict[str, dict]:
     """Per task: its label, the depth its curve keeps, and the cut's checkpoint (None: no cut)."""
     from upstreams import load_upstream
 
     model = load_upstream(args.teacher)
-    needed = tuple(t for t in LABEL_TYPES if t in labels.values())
-    scores = cached_score_layers(args.teacher, model, args.corpus, needed, MAX_POINTS["demo"], 0, device, probes=False,
+    # every label type, whichever the tasks need: one cache entry, the one `harness compress --method
+    # convexity` and `harness run` write, serves a study of any subset of the tasks
+    scores = cached_score_layers(args.teacher, model, args.corpus, LABEL_TYPES, MAX_POINTS["demo"], 0, device, probes=False,
                                  average=args.average, cache=args.cache / "convexity")  # fmt: skip
     cuts = {}
     for task, label in labels.items():
@@ -122,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     check_directories(out=args.out, publish=args.publish, cache=args.cache)  # before any work, as the manifests
     for task in tasks:
         check_task_data(task, args.corpus, "demo")
-    schedule = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
-                              eval_every=min(args.eval_every, args.steps), head_lr=args.head_lr)  # fmt: skip
+    schedules = {task: FinetuneConfig(steps=steps, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
+                                      eval_every=min(args.eval_every, steps), head_lr=args.head_lr)
+                 for task, steps in task_steps(tasks, args.steps, args.task_steps).items()}  # fmt: skip
     torch.set_num_threads(args.threads)
     device = torch.device(resolve_device(None if args.device == "auto" else args.device))
     started = time.perf_counter()
@@ -136,14 +150,14 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             path = finetune_pair(args.out / "cuts" / task, args.teacher, task, corpus=args.corpus,
                                  out=args.publish / "runs" / task / f"seed-{seed}", device=str(device), seed=seed,
-                                 schedule=schedule, save_finetuned=False)  # fmt: skip
+                                 schedule=schedules[task], save_finetuned=False)  # fmt: skip
             reports.append(json.loads(path.read_text(encoding="utf-8")))
 
     rows = build_study(cuts, reports)
     write_json(args.publish / "study.json", {
         "command": " ".join(["python", "benchmarks/convexity_finetune.py", *(argv if argv is not None else sys.argv[1:])]),
         "teacher": portable_path(args.teacher), "corpus": portable_path(args.corpus), "seeds": seeds,
-        "schedule": reports[0]["schedule"] if reports else None, "device": provenance.device_description(str(device)),
+        "schedules": {report["task"]["name"]: report["schedule"] for report in reports}, "device": provenance.device_description(str(device)),
         "threads": args.threads, "cuts": cuts, "paper_claims": PAPER_CLAIMS, "seconds_this_run": round(time.perf_counter() - started, 1),
         "rows": [{"task": r.task, "label": r.label, "kept_layers": r.kept_layers, "teacher_layers": r.teacher_layers,
                   "metric": r.metric, "value": r.value, "interval": r.spread, "difference": r.difference,

@@ -52,6 +52,7 @@ class TaskStudy:
     inference_ratio: list[float] = field(default_factory=list)
     inference_s_per_audio_s: dict[str, list[float]] = field(default_factory=dict)
     best_steps: dict[str, list[int]] = field(default_factory=dict)
+    steps: int = 0  # the schedule's optimizer steps
 
     @property
     def has_cut(self) -> bool:
@@ -89,6 +90,7 @@ def _fill(row: TaskStudy, reports: list[Mapping[str, Any]]) -> None:
     row.metric = reports[0]["task"]["main_metric"]
     row.higher_is_better = bool(reports[0]["task"]["higher_is_better"])
     row.seeds = [int(r["seeds"]["train"]) for r in reports]
+    row.steps = int(reports[0]["schedule"]["steps"])
     models = {name: [r["models"]["pruned" if name == "cut" else "full"] for r in reports] for name in MODELS}
     samples = paired_samples({name: [m["per_utterance"] for m in runs] for name, runs in models.items()})
     for name in MODELS:
@@ -122,7 +124,7 @@ def _figure(value: float, spread: tuple[float, float]) -> str:
 
 
 HEADERS = ["task", "cut (label: layers)", "metric", "cut", "full", "cut − full", "accuracy",
-           "params", "training time", "inference time", "seeds"]  # fmt: skip
+           "params", "training time", "inference time", "seeds", "steps"]  # fmt: skip
 
 
 def table_rows(rows: Sequence[TaskStudy]) -> list[list[str]]:
@@ -131,10 +133,10 @@ def table_rows(rows: Sequence[TaskStudy]) -> list[list[str]]:
         depth = f"{r.label}: {r.kept_layers}/{r.teacher_layers}"
         if not r.has_cut:
             out.append([r.task, depth, "", "", "", "", f"the {r.label} curve keeps every layer: no cut to fine-tune",
-                        "", "", "", ""])  # fmt: skip
+                        "", "", "", "", ""])  # fmt: skip
             continue
         if not r.seeds:
-            out.append([r.task, depth, "", "", "", "", "not run yet", "", "", "", ""])
+            out.append([r.task, depth, "", "", "", "", "not run yet", "", "", "", "", ""])
             continue
         arrow = "↑" if r.higher_is_better else "↓"
         low, high = r.difference_interval
@@ -143,7 +145,7 @@ def table_rows(rows: Sequence[TaskStudy]) -> list[list[str]]:
             r.task, depth, f"{r.metric} {arrow}", _figure(r.value["cut"], r.spread["cut"]), _figure(r.value["full"], r.spread["full"]),
             f"{r.difference:+.2f} [{low:+.2f}, {high:+.2f}]", r.accuracy_verdict,
             f"{r.params['cut'] / 1e6:.2f} / {r.params['full'] / 1e6:.2f} M ({fewer:.0f} % fewer)",
-            _less(r.train_ratio), _less(r.inference_ratio), str(len(r.seeds)),
+            _less(r.train_ratio), _less(r.inference_ratio), str(len(r.seeds)), str(r.steps),
         ])  # fmt: skip
     return out
 
@@ -173,7 +175,7 @@ def to_csv(rows: Sequence[TaskStudy]) -> str:
     lines = []
     for r in rows:
         line: dict[str, Any] = {"task": r.task, "label": r.label, "kept_layers": r.kept_layers, "teacher_layers": r.teacher_layers,
-                                "metric": r.metric or None, "seeds": len(r.seeds)}  # fmt: skip
+                                "metric": r.metric or None, "seeds": len(r.seeds), "steps": r.steps or None}  # fmt: skip
         for name in MODELS:
             spread = r.spread.get(name, (None, None))
             line |= {f"{name} {r.metric}" if r.metric else f"{name} metric": r.value.get(name),

@@ -56,12 +56,39 @@ def test_finetune_compares_pruned_with_full(synth_corpus, models, tmp_path, monk
     assert (pruned / "model.safetensors").read_bytes() == weights_before
 
     # a rerun finds the report and trains nothing; a report of another schedule or seed is refused
-    monkeypatch.setattr(finetune, "finetune_model", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(finetune, "finetune_models", lambda *a, **k: pytest.fail("retrained"))
     assert finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=tmp_path, schedule=FAST) == path
     with pytest.raises(ValueError, match="was made with another schedule"):
         finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=tmp_path, schedule=FAST, steps=31)
     with pytest.raises(ValueError, match="was made with another seed "):
         finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=tmp_path, schedule=FAST, seed=1)
+
+
+def test_alternating_steps_learn_what_each_learns_alone(synth_corpus, tmp_path):
+    """The pair trains a step of each in turn (so that their times see one load); each keeps its own
+    random state (dropout) and batches, so the pruned model ends as it would trained by itself."""
+    torch.manual_seed(0)
+    full = SpeechEncoder(tiny_config("hubert", dropout=0.1, attention_dropout=0.1)).eval()
+    teacher, pruned = save_compact(full, tmp_path / "teacher"), save_compact(full.truncate(2), tmp_path / "pruned")
+    task = finetune.check_task_data("sid", synth_corpus, "demo")
+    config = finetune.resolve_schedule("demo", task.preset("demo"), schedule=FinetuneConfig(
+        steps=6, batch_size=4, encoder_lr=1e-3, head_lr=1e-2, eval_every=3, warmup=0.0))  # fmt: skip
+    data = {split: finetune.read_split(task, synth_corpus, split) for split in ("train", "valid", "test")}
+    task.fit_labels(data["train"].references)
+    data["train"].targets = [task.encode(ref) for ref in data["train"].references]
+    runtime = finetune.training.setup_runtime("cpu")
+
+    def run(path, label):
+        return finetune.FinetuneRun(label, load_compact(path), task, task.preset("demo").head, config, data, 0, runtime)
+
+    alone = run(pruned, "pruned")
+    (report_alone,) = finetune.finetune_models([alone], config)
+    pair = [run(pruned, "pruned"), run(teacher, "full")]
+    report_pruned, report_full = finetune.finetune_models(pair, config)
+    for name, weight in alone.model.state_dict().items():
+        assert torch.equal(weight, pair[0].model.state_dict()[name]), name
+    assert report_pruned["history"] == report_alone["history"] and report_pruned["test"] == report_alone["test"]
+    assert len(pair[0].step_s) == len(pair[1].step_s) == 6 and report_full["num_layers"] == 4
 
 
 def test_unknown_task_and_missing_manifests(synth_corpus, tmp_path):

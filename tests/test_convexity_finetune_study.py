@@ -30,7 +30,7 @@ def report(seed: int, cut_correct: list[int], full_correct: list[int], cut_s: fl
                 "training": {"train_s": train_s}, "inference": {"inference_s_per_audio_s": train_s / 1000},
                 "history": [{"step": 10, "valid_accuracy": 50.0}, {"step": 20, "valid_accuracy": 60.0}]}  # fmt: skip
 
-    return {"task": {"name": "sid", "main_metric": "accuracy", "higher_is_better": True}, "seeds": {"train": seed},
+    return {"task": {"name": "sid", "main_metric": "accuracy", "higher_is_better": True}, "seeds": {"train": seed}, "schedule": {"steps": 20},
             "models": {"pruned": model(cut_correct, 2, 600, cut_s), "full": model(full_correct, 4, 1000, full_s)}}  # fmt: skip
 
 
@@ -40,7 +40,7 @@ def test_equal_models_differ_by_nothing_and_a_task_without_a_cut_says_so():
     sid, asr = rows
     assert sid.value == {"cut": 70.0, "full": 70.0} and sid.difference == 0.0 and sid.difference_interval == (0.0, 0.0)
     assert sid.accuracy_verdict == "no significant difference" and sid.seeds == [0, 1]
-    assert sid.train_ratio == [0.6, 0.6] and sid.params == {"cut": 600, "full": 1000}
+    assert sid.train_ratio == [0.6, 0.6] and sid.params == {"cut": 600, "full": 1000} and sid.steps == 20
     assert not asr.has_cut and not asr.seeds
     markdown = to_markdown(rows)
     assert "40 % less [40, 40]" in markdown and "40 % fewer" in markdown
@@ -79,14 +79,14 @@ def test_the_study_cuts_per_task_fine_tunes_both_and_resumes(synth_corpus, tmp_p
 
     monkeypatch.setattr(script, "cached_score_layers", scores)
     argv = ["--teacher", str(teacher), "--corpus", str(synth_corpus), "--tasks", "sid,slu", "--seeds", "0,1",
-            "--steps", "4", "--eval-every", "2", "--out", str(tmp_path / "out"), "--publish", str(tmp_path / "pub"),
+            "--steps", "3", "--task-steps", "sid=4", "--eval-every", "2", "--out", str(tmp_path / "out"), "--publish", str(tmp_path / "pub"),
             "--cache", str(tmp_path / "cache")]  # fmt: skip
     script.main(argv)
     study = json.loads((tmp_path / "pub" / "study.json").read_text())
     assert study["cuts"]["sid"]["kept_layers"] == 2 and study["cuts"]["slu"]["checkpoint"] is None
     sid = json.loads((tmp_path / "pub" / "runs" / "sid" / "seed-1" / "finetune-sid.json").read_text())
     assert sid["models"]["pruned"]["num_layers"] == 2 and sid["models"]["full"]["num_layers"] == 4
-    assert sid["seeds"] == {"train": 1} and sid["schedule"]["steps"] == 4
+    assert sid["seeds"] == {"train": 1} and sid["schedule"]["steps"] == 4 == study["schedules"]["sid"]["steps"]
     assert len(sid["models"]["pruned"]["per_utterance"]["ids"]) == sid["corpus"]["utterances"]["test"]
     assert not (tmp_path / "pub" / "runs" / "sid" / "seed-1" / "finetuned-sid").exists()  # reports only: publishable
     table = (tmp_path / "pub" / "table.md").read_text()
@@ -94,11 +94,13 @@ def test_the_study_cuts_per_task_fine_tunes_both_and_resumes(synth_corpus, tmp_p
     assert (tmp_path / "pub" / "curves.png").stat().st_size > 0
 
     # a rerun finds every report and fine-tunes nothing
-    monkeypatch.setattr(finetune, "finetune_model", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(finetune, "finetune_models", lambda *a, **k: pytest.fail("retrained"))
     script.main(argv)
 
     with pytest.raises(ValueError, match="--cut-labels 'sid=colour'"):
         script.main([*argv, "--cut-labels", "sid=colour"])
+    with pytest.raises(ValueError, match="--task-steps 'pr=5': give TASK=N with a task of --tasks"):
+        script.main([*argv, "--task-steps", "pr=5"])
     with pytest.raises(ValueError, match="--seeds 'one': give comma-separated integers"):
         script.main([*argv, "--seeds", "one"])
     (tmp_path / "a-file").write_text("x")

@@ -5,7 +5,7 @@ together with a task head, and its test score, training time and inference time 
 the full model fine-tuned with the same schedule. Recipe (``finetune_pair``), flat::
 
     setup     the task (its preset's head), the train/valid/test manifests, labels fitted on train
-    per model (pruned first, then full; same seed, same batches, same head initialisation)
+    per model (the two alternate step by step; same seed, same batches, same head initialisation)
       train   encoder + head on padded raw waveforms, the head on the encoder's last hidden state;
               Adam with the encoder at ``encoder_lr`` (lower) and the head at ``head_lr``, linear
               warm-up then decay; the CNN feature extractor frozen; validation every ``eval_every``
@@ -16,9 +16,12 @@ the full model fine-tuned with the same schedule. Recipe (``finetune_pair``), fl
 
 Timings: ``train_s`` sums the model work of the training steps (forward, backward, optimizer;
 CUDA synchronised), without audio reading and validation, after one untimed warm-up step;
-``train_s_per_step`` is the median step; ``train_wall_s`` is the training loop's wall time with
-audio reading. Inference times the forward passes over the test split (batched,
-after one warm-up batch). Both models run in one process with the same threads, one after the other.
+``train_s_per_step`` is the median step; ``train_wall_s`` adds the model's audio reading.
+Inference times the forward passes over the test split (batched, after one warm-up batch). Both
+models run in one process with the same threads, interleaved: a training step of each in turn,
+each test batch through both, the one that goes first alternating; so their time ratio sees the
+same load on the machine. Each keeps its own random state, so alternating does not change what
+either learns.
 
 Run::
 
@@ -203,124 +206,170 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def predict(
-    model: EncoderWithHead, task: Task, data: WaveSplit, batch_size: int, runtime: training.Runtime, warmup: bool = False
-) -> tuple[list, float, float]:
-    """Predictions in manifest order, the seconds of model work, and the seconds of audio.
+    models: list[EncoderWithHead], task: Task, data: WaveSplit, batch_size: int, runtime: training.Runtime,
+    warmup: bool = False,
+) -> tuple[list[tuple[list, float]], float]:  # fmt: skip
+    """Per model, its predictions in manifest order and its seconds of model work; and the seconds of audio.
 
-    With ``warmup`` the first batch runs once untimed first (allocator and kernel start-up).
+    The models take each batch in turn (so that their times see the same load on the machine). With
+    ``warmup`` each runs the first batch once untimed first (allocator and kernel start-up).
     """
-    model.eval()
+    for model in models:
+        model.eval()
     order = np.argsort(data.samples, kind="stable")
-    predictions: list = [None] * len(order)
-    seconds, audio = 0.0, 0.0
+    predictions: list[list] = [[None] * len(order) for _ in models]
+    seconds, audio = [0.0] * len(models), 0.0
     for index, start in enumerate(range(0, len(order), batch_size)):
         batch = order[start : start + batch_size].tolist()
         waveforms, lengths = load_batch(data, batch)
         waveforms, lengths = waveforms.to(runtime.device), lengths.to(runtime.device)
-        if warmup and index == 0:
+        for k in range(len(models)) if index % 2 == 0 else reversed(range(len(models))):
+            if warmup and index == 0:
+                with runtime.autocast():
+                    models[k](waveforms, lengths)
+            _sync(runtime.device)
+            began = time.perf_counter()
             with runtime.autocast():
-                model(waveforms, lengths)
-        _sync(runtime.device)
-        began = time.perf_counter()
-        with runtime.autocast():
-            output, frame_lengths = model(waveforms, lengths)
-        _sync(runtime.device)
-        seconds += time.perf_counter() - began
+                output, frame_lengths = models[k](waveforms, lengths)
+            _sync(runtime.device)
+            seconds[k] += time.perf_counter() - began
+            for i, prediction in zip(batch, task.decode(output, frame_lengths.cpu()), strict=True):
+                predictions[k][i] = prediction
         audio += float(lengths.sum()) / SAMPLE_RATE
-        for i, prediction in zip(batch, task.decode(output, frame_lengths.cpu()), strict=True):
-            predictions[i] = prediction
-    return predictions, seconds, audio
+    return list(zip(predictions, seconds, strict=True)), audio
 
 
 # ------------------------------------------------------------------------------------ training
-def finetune_model(
-    label: str, encoder: nn.Module, task: Task, head_config: Any, config: FinetuneConfig,
-    data: dict[str, WaveSplit], seed: int, runtime: training.Runtime,
-) -> tuple[dict[str, Any], EncoderWithHead]:  # fmt: skip
-    """Fine-tune ``encoder`` with a fresh head; returns its report and the model at the best valid step."""
-    training.seed_everything(seed)
-    rng = np.random.default_rng(seed)
-    head = task.build_head(encoder.config.embed_dim, head_config)
-    model = EncoderWithHead(encoder, head, config.freeze_extractor).to(runtime.device)
-    optimizer = torch.optim.Adam([
-        {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": config.encoder_lr},
-        {"params": list(head.parameters()), "lr": config.head_lr},
-    ])  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, training.lr_factor_fn(config.steps, config.warmup))
-    max_samples = round(config.max_train_seconds * SAMPLE_RATE) if config.max_train_seconds else None
-    train = data["train"]
-    batches = bucketed_batches(train.samples, config.batch_size, rng)
+class FinetuneRun:
+    """One model's fine-tuning, advanced a step at a time, so that two models can alternate steps.
 
-    # one untimed forward and backward (gradients discarded), so that start-up costs of the process
-    # (allocator, kernels) do not land in the first model's training time
-    waveforms, lengths = load_batch(train, list(range(min(config.batch_size, len(train.paths)))), max_samples)
-    with runtime.autocast():
-        output, frame_lengths = model(waveforms.to(runtime.device), lengths.to(runtime.device))
-    task.loss(output, frame_lengths.cpu(), train.targets[: len(lengths)]).backward()
-    optimizer.zero_grad(set_to_none=True)
+    The run keeps its own torch random state (dropout) and batch order: alternating with another run
+    gives the same weights as training alone, while both see the same load on the machine.
+    """
 
-    best_value, best_step, best_metrics, best_state = None, 0, {}, None
-    history: list[dict[str, Any]] = []
-    step_s, validation_s, losses = [], 0.0, []
-    loop_began = time.perf_counter()
-    bar = tqdm(range(1, config.steps + 1), desc=f"fine-tune {label} on {task.name}", unit="step")
-    for step in bar:
-        model.train()
-        batch = next(batches)
-        waveforms, lengths = load_batch(train, batch, max_samples, rng)
-        waveforms, lengths = waveforms.to(runtime.device), lengths.to(runtime.device)
-        _sync(runtime.device)
-        began = time.perf_counter()
+    def __init__(
+        self, label: str, encoder: nn.Module, task: Task, head_config: Any, config: FinetuneConfig,
+        data: dict[str, WaveSplit], seed: int, runtime: training.Runtime,
+    ) -> None:  # fmt: skip
+        training.seed_everything(seed)
+        self.label, self.task, self.config, self.data, self.runtime = label, task, config, data, runtime
+        self.rng = np.random.default_rng(seed)
+        self.head = task.build_head(encoder.config.embed_dim, head_config)
+        self.model = EncoderWithHead(encoder, self.head, config.freeze_extractor).to(runtime.device)
+        self.optimizer = torch.optim.Adam([
+            {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": config.encoder_lr},
+            {"params": list(self.head.parameters()), "lr": config.head_lr},
+        ])  # fmt: skip
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, training.lr_factor_fn(config.steps, config.warmup))
+        self.max_samples = round(config.max_train_seconds * SAMPLE_RATE) if config.max_train_seconds else None
+        self.batches = bucketed_batches(data["train"].samples, config.batch_size, self.rng)
+        self.best_value, self.best_step, self.best_metrics, self.best_state = None, 0, {}, None
+        self.history: list[dict[str, Any]] = []
+        self.step_s: list[float] = []
+        self.losses: list[float] = []
+        self.validation_s = self.load_s = 0.0
+
+        # one untimed forward and backward (gradients discarded), so that start-up costs of the process
+        # (allocator, kernels) do not land in the first steps' times
+        train = data["train"]
+        waveforms, lengths = load_batch(train, list(range(min(config.batch_size, len(train.paths)))), self.max_samples)
         with runtime.autocast():
-            output, frame_lengths = model(waveforms, lengths)
-        loss = task.loss(output, frame_lengths.cpu(), [train.targets[i] for i in batch])
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        _sync(runtime.device)
-        step_s.append(time.perf_counter() - began)
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if step % config.eval_every == 0 or step == config.steps:
-            began = time.perf_counter()
-            predictions, _, _ = predict(model, task, data["valid"], config.eval_batch_size, runtime)
-            metrics = task.score(data["valid"].references, predictions)
-            validation_s += time.perf_counter() - began
-            interval = losses[-(step - (history[-1]["step"] if history else 0)) :]
-            history.append({"step": step, "train_loss": round(float(np.mean(interval)), 4),
-                            **{f"valid_{k}": round(v, 3) for k, v in metrics.items()}})  # fmt: skip
-            logger.info("%s on %s step %d: loss %.3f, valid %s", label, task.name, step, history[-1]["train_loss"],
-                        ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))  # fmt: skip
-            if task.is_better(metrics[task.main_metric], best_value):
-                best_value, best_step, best_metrics = metrics[task.main_metric], step, metrics
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    bar.close()
-    train_wall_s = time.perf_counter() - loop_began - validation_s
-    train_s = sum(step_s)
+            output, frame_lengths = self.model(waveforms.to(runtime.device), lengths.to(runtime.device))
+        task.loss(output, frame_lengths.cpu(), train.targets[: len(lengths)]).backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._torch_state = _random_state(runtime.device)
 
-    model.load_state_dict(best_state)
-    test = data["test"]
-    predictions, inference_s, test_audio_s = predict(model, task, test, config.eval_batch_size, runtime, warmup=True)
-    report = {
-        "num_layers": encoder.config.num_layers,
-        "params": encoder.num_params(),
-        "head_params": sum(p.numel() for p in head.parameters()),
-        "best_step": best_step,
-        "valid": best_metrics,
-        "test": task.score(test.references, predictions),
-        # per test utterance, the counts whose summed ratio is the main metric (for bootstrap intervals)
-        "per_utterance": {"ids": test.ids, **task.utterance_counts(test.references, predictions)},
-        "training": {"steps": config.steps, "train_s": round(train_s, 3), "train_s_per_step": round(float(np.median(step_s)), 4),
-                     "train_wall_s": round(train_wall_s, 3), "validation_s": round(validation_s, 3)},
-        "inference": {"test_audio_s": round(test_audio_s, 2), "inference_s": round(inference_s, 4),
-                      "inference_s_per_audio_s": inference_s / test_audio_s},
-        "history": history,
-    }  # fmt: skip
-    logger.info("%s on %s: test %s; %.3f s per step (median), %.4f s per second of audio", label, task.name,
-                report["test"], report["training"]["train_s_per_step"], inference_s / test_audio_s)  # fmt: skip
-    return report, model
+    def train_step(self) -> float:
+        """One optimizer step; returns its loss. Only the model work is timed (forward to optimizer)."""
+        train, device = self.data["train"], self.runtime.device
+        self.model.train()
+        began = time.perf_counter()
+        batch = next(self.batches)
+        waveforms, lengths = load_batch(train, batch, self.max_samples, self.rng)
+        waveforms, lengths = waveforms.to(device), lengths.to(device)
+        self.load_s += time.perf_counter() - began
+        _set_random_state(self._torch_state, device)
+        _sync(device)
+        began = time.perf_counter()
+        with self.runtime.autocast():
+            output, frame_lengths = self.model(waveforms, lengths)
+        loss = self.task.loss(output, frame_lengths.cpu(), [train.targets[i] for i in batch])
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        _sync(device)
+        self.step_s.append(time.perf_counter() - began)
+        self._torch_state = _random_state(device)
+        self.losses.append(float(loss.detach()))
+        return self.losses[-1]
+
+    def record_validation(self, step: int, predictions: list, seconds: float) -> None:
+        """Score the validation predictions at ``step``; keep the weights when they are the best so far."""
+        metrics = self.task.score(self.data["valid"].references, predictions)
+        self.validation_s += seconds
+        interval = self.losses[-(step - (self.history[-1]["step"] if self.history else 0)) :]
+        self.history.append({"step": step, "train_loss": round(float(np.mean(interval)), 4),
+                             **{f"valid_{k}": round(v, 3) for k, v in metrics.items()}})  # fmt: skip
+        logger.info("%s on %s step %d: loss %.3f, valid %s", self.label, self.task.name, step, self.history[-1]["train_loss"],
+                    ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))  # fmt: skip
+        if self.task.is_better(metrics[self.task.main_metric], self.best_value):
+            self.best_value, self.best_step, self.best_metrics = metrics[self.task.main_metric], step, metrics
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def report(self, predictions: list, inference_s: float, test_audio_s: float) -> dict[str, Any]:
+        """The run's report, from the best step's test predictions and timings."""
+        encoder, test = self.model.encoder, self.data["test"]
+        train_s = sum(self.step_s)
+        report = {
+            "num_layers": encoder.config.num_layers,
+            "params": encoder.num_params(),
+            "head_params": sum(p.numel() for p in self.head.parameters()),
+            "best_step": self.best_step,
+            "valid": self.best_metrics,
+            "test": self.task.score(test.references, predictions),
+            # per test utterance, the counts whose summed ratio is the main metric (for bootstrap intervals)
+            "per_utterance": {"ids": test.ids, **self.task.utterance_counts(test.references, predictions)},
+            "training": {"steps": self.config.steps, "train_s": round(train_s, 3),
+                         "train_s_per_step": round(float(np.median(self.step_s)), 4),
+                         "train_wall_s": round(train_s + self.load_s, 3), "validation_s": round(self.validation_s, 3)},
+            "inference": {"test_audio_s": round(test_audio_s, 2), "inference_s": round(inference_s, 4),
+                          "inference_s_per_audio_s": inference_s / test_audio_s},
+            "history": self.history,
+        }  # fmt: skip
+        logger.info("%s on %s: test %s; %.3f s per step (median), %.4f s per second of audio", self.label, self.task.name,
+                    report["test"], report["training"]["train_s_per_step"], inference_s / test_audio_s)  # fmt: skip
+        return report
+
+
+def finetune_models(runs: list[FinetuneRun], config: FinetuneConfig) -> list[dict[str, Any]]:
+    """Train ``runs`` in alternation, a step of each in turn, validating together every ``eval_every``
+    steps; then test each at its best step (the test batches alternate too). Returns their reports."""
+    bar = tqdm(range(1, config.steps + 1), desc=f"fine-tune {'/'.join(r.label for r in runs)} on {runs[0].task.name}", unit="step")
+    for step in bar:
+        turn = runs if step % 2 else runs[::-1]  # who goes first alternates too
+        bar.set_postfix({run.label: f"{run.train_step():.3f}" for run in turn})
+        if step % config.eval_every == 0 or step == config.steps:
+            predicted = predict([run.model for run in runs], runs[0].task, runs[0].data["valid"], config.eval_batch_size, runs[0].runtime)
+            for run, (predictions, seconds) in zip(runs, predicted[0], strict=True):
+                run.record_validation(step, predictions, seconds)
+    bar.close()
+    for run in runs:
+        run.model.load_state_dict(run.best_state)
+    tested, test_audio_s = predict([run.model for run in runs], runs[0].task, runs[0].data["test"], config.eval_batch_size,
+                                   runs[0].runtime, warmup=True)  # fmt: skip
+    return [run.report(p, s, test_audio_s) for run, (p, s) in zip(runs, tested, strict=True)]
+
+
+def _random_state(device: torch.device) -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_random_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 # -------------------------------------------------------------------------------------- recipe
@@ -366,11 +415,11 @@ def finetune_pair(
     data["train"].targets = [task.encode(ref) for ref in data["train"].references]
     logger.info("fine-tuning on %s: %s", task_name, ", ".join(f"{s} {len(d.paths)}" for s, d in data.items()))
 
-    models = {}
-    pruned_report, pruned_model = finetune_model("pruned", load_compact(pruned), task, task_preset.head, config, data, seed, runtime)
-    models["pruned"] = {"source": portable_path(pruned), **pruned_report}
-    full_report, _ = finetune_model("full", load_upstream(teacher), task, task_preset.head, config, data, seed, runtime)
-    models["full"] = {"source": portable_path(teacher), **full_report}
+    runs = [FinetuneRun("pruned", load_compact(pruned), task, task_preset.head, config, data, seed, runtime),
+            FinetuneRun("full", load_upstream(teacher), task, task_preset.head, config, data, seed, runtime)]  # fmt: skip
+    pruned_report, full_report = finetune_models(runs, config)
+    pruned_model = runs[0].model
+    models = {"pruned": {"source": portable_path(pruned), **pruned_report}, "full": {"source": portable_path(teacher), **full_report}}
     if models["pruned"]["num_layers"] >= models["full"]["num_layers"]:
         logger.warning("the pruned model keeps all %d layers; the comparison shows no pruning", models["full"]["num_layers"])
 
