@@ -42,7 +42,7 @@ from pathlib import Path
 from core.paths import CACHE_DIR, EMBEDDED_TEACHER, LEADERBOARD_DIR, RECORDS_DIR, RUN_OUT_DIR
 from harness.compression.methods import METHODS, default_run_methods, finished_checkpoints, matched_targets
 from harness.devices import DEFAULT_DEVICE
-from tasks.benchmarks import FBANK, Benchmark
+from tasks.benchmarks import FBANK, RUN_BENCHMARK, Benchmark
 from tasks.corpora.resolve import DEFAULT_CORPUS
 from tasks.schedules import DEFAULT_SCHEDULE
 
@@ -83,7 +83,7 @@ class RunConfig:
         from tasks.corpora.manifest import CorpusInfo
 
         name = CorpusInfo.read(corpus).name
-        return Benchmark("harness run", tuple(self.tasks), corpus=name, schedule=self.preset, corpus_spec=self.corpus)
+        return Benchmark(RUN_BENCHMARK, tuple(self.tasks), corpus=name, schedule=self.preset, corpus_spec=self.corpus)
 
 
 @dataclass

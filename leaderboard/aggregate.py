@@ -53,7 +53,7 @@ from leaderboard.labels import (
 from leaderboard.points import Point
 from leaderboard.superb_points import POINTS_NOTE, SUPERB_REFERENCES, points_interval, superb_points
 from leaderboard.task_cuts import TaskCut, build_task_cuts, is_cut
-from tasks.benchmarks import FBANK, Benchmark, find_benchmark
+from tasks.benchmarks import FBANK, RUN_BENCHMARK, Benchmark, find_benchmark
 
 logger = logging.getLogger(__name__)
 
@@ -160,13 +160,16 @@ def superb_score(
 
 
 def build_leaderboard(
-    records: Iterable[Record | Mapping[str, Any]], benchmark: Benchmark | None = None
+    records: Iterable[Record | Mapping[str, Any]], benchmark: Benchmark | None = None, tasks: Sequence[str] | None = None
 ) -> list[CorpusTable]:
     """One :class:`CorpusTable` per (corpus, fingerprint, preset), in order of first appearance.
 
     With ``benchmark``, only the sections of its corpus and schedule, with its tasks as columns;
+    with ``tasks``, every section with those columns (the table ``harness run --tasks`` writes);
     otherwise each section against its declared benchmark, if any (see the module docstring).
     """
+    if benchmark is not None and tasks:
+        raise ValueError("give a benchmark or tasks, not both")
     sections: dict[tuple, list[Record]] = {}
     for record in latest_records(records):
         sections.setdefault(section_key(record), []).append(record)
@@ -178,7 +181,11 @@ def build_leaderboard(
         if benchmark is not None and not benchmark.matches(corpus, preset):
             logger.info("records of %s (preset %s) are not results of benchmark %s; left out", corpus, preset, benchmark.name)
             continue
-        table = build_table(section, benchmark or find_benchmark(corpus, preset))
+        if tasks:
+            declared = Benchmark(RUN_BENCHMARK, tuple(tasks), corpus=corpus, schedule=preset)
+        else:
+            declared = benchmark or find_benchmark(corpus, preset)
+        table = build_table(section, declared)
         if len(fingerprints[corpus]) > 1 and fingerprint:  # same name, different data: tell them apart
             table.corpus = f"{corpus} ({fingerprint[:8]})"
         tables.append(table)

@@ -63,6 +63,9 @@ class Benchmark:
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
+#: the name of the undeclared benchmark of ``harness run --tasks`` (and ``harness leaderboard --tasks``):
+#: those tasks on the run's corpus and preset
+RUN_BENCHMARK = "harness run"
 
 
 def register_benchmark(benchmark: Benchmark) -> Benchmark:

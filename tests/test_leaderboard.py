@@ -208,6 +208,22 @@ def test_cli_writes_all_files_and_prints_the_markdown(tmp_path, capsys):
     assert "<table" in (out / "leaderboard.html").read_text(encoding="utf-8")
 
 
+def test_cli_tasks_sets_the_columns_as_harness_run_does(tmp_path, caplog):
+    records_dir, out = tmp_path / "records", tmp_path / "board"
+    for record in results([*REFERENCE_ROWS, ("pruned_hubert", {"asr": 50.0}, {"method": "dphubert"})]):
+        write_record(Record.from_dict(record), records_dir)
+    assert main(["leaderboard", "--records", str(records_dir), "--out", str(out), "--tasks", "asr,ks"]) == 0
+    markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
+    assert "harness leaderboard --records" in markdown and "--tasks asr,ks" in markdown
+    assert "benchmark harness run: no result at all for ks" in markdown  # the column is there, missing
+    assert "|   ASR WER ↓ |   KS accuracy ↑ |   SUPERB score ↑ |" in markdown
+    assert main(["leaderboard", "--records", str(records_dir), "--out", str(out), "--tasks", "asr,kws"]) == 2
+    assert "Known tasks" in caplog.text
+    assert main(["leaderboard", "--records", str(records_dir), "--out", str(out), "--tasks", "asr",
+                 "--benchmark", "synthspeech-demo"]) == 2  # fmt: skip
+    assert "give one" in caplog.text
+
+
 def test_cli_without_records_fails_clearly(tmp_path, caplog):
     assert main(["leaderboard", "--records", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "no such directory" in caplog.text

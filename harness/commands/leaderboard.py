@@ -45,6 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--benchmark", default=None, choices=BENCHMARKS.names(),
                         help="aggregate against this declared benchmark only: its tasks are the columns, a missing one "
                         "is shown as missing (default: each corpus and preset against its declared benchmark, if any)")
+    parser.add_argument("--tasks", default=None, metavar="TASK,...",
+                        help="these tasks as the columns of every corpus and preset: the table `harness run --tasks` "
+                        "writes (not with --benchmark)")
     parser.set_defaults(func=run)
 
 
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from core.records import load_records
     from leaderboard.aggregate import build_leaderboard
     from leaderboard.render import write_leaderboard
+    from tasks.registry import get_task
 
     if not args.records.is_dir():
         raise FileNotFoundError(f"--records {args.records}: no such directory (run `harness evaluate` first)")
@@ -59,11 +63,18 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise ValueError(f"--records {args.records}: no run records (*.json) there; run `harness evaluate` first")
     words = ["harness", "leaderboard", "--records", portable_path(args.records), "--out", portable_path(args.out)]
-    benchmark = None
+    benchmark, tasks = None, None
+    if args.benchmark and args.tasks:
+        raise ValueError("--benchmark and --tasks: give one (a declared benchmark names its tasks)")
     if args.benchmark:
         benchmark = BENCHMARKS.get(args.benchmark)
         words += ["--benchmark", args.benchmark]
-    tables = build_leaderboard(records, benchmark)
+    if args.tasks:
+        tasks = [get_task(name).name for name in args.tasks.split(",") if name]  # an unknown name raises with the known ones
+        if not tasks:
+            raise ValueError(f"--tasks {args.tasks!r}: give comma-separated task names")
+        words += ["--tasks", ",".join(tasks)]
+    tables = build_leaderboard(records, benchmark, tasks)
     if not tables:
         raise ValueError(f"--benchmark {args.benchmark}: no records in {args.records} are of its corpus and preset")
     paths = write_leaderboard(tables, args.out, command=shlex.join(words))
