@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/convexity-finetune"), help="the cuts (checkpoints)")
     parser.add_argument("--publish", type=Path, default=None, help="reports and table (default: OUT)")
     parser.add_argument("--cache", type=Path, default=Path("data/cache"), help="cache folder; scores in CACHE/convexity")
+    parser.add_argument("--table-only", action="store_true",
+                        help="fine-tune nothing: the table from the reports already under PUBLISH (a pair without one is left out)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
@@ -148,8 +150,12 @@ def main(argv: list[str] | None = None) -> None:
         if cut["checkpoint"] is None:
             continue
         for seed in seeds:
+            folder = args.publish / "runs" / task / f"seed-{seed}"
+            if args.table_only and not (folder / f"finetune-{task}.json").is_file():
+                logger.info("%s seed %d: no report yet; left out of the table (--table-only)", task, seed)
+                continue
             path = finetune_pair(args.out / "cuts" / task, args.teacher, task, corpus=args.corpus,
-                                 out=args.publish / "runs" / task / f"seed-{seed}", device=str(device), seed=seed,
+                                 out=folder, device=str(device), seed=seed,
                                  schedule=schedules[task], save_finetuned=False)  # fmt: skip
             reports.append(json.loads(path.read_text(encoding="utf-8")))
 

@@ -96,6 +96,11 @@ def test_the_study_cuts_per_task_fine_tunes_both_and_resumes(synth_corpus, tmp_p
     # a rerun finds every report and fine-tunes nothing
     monkeypatch.setattr(finetune, "finetune_models", lambda *a, **k: pytest.fail("retrained"))
     script.main(argv)
+    # --table-only trains no missing pair (seed 2) and tabulates the reports there
+    script.main([*argv, "--seeds", "0,1,2", "--table-only"])
+    assert not (tmp_path / "pub" / "runs" / "sid" / "seed-2").exists()
+    rows = json.loads((tmp_path / "pub" / "study.json").read_text())["rows"]
+    assert [r["task"] for r in rows] == ["sid", "slu"] and len(rows[0]["best_steps"]["cut"]) == 2  # seeds 0 and 1
 
     with pytest.raises(ValueError, match="--cut-labels 'sid=colour'"):
         script.main([*argv, "--cut-labels", "sid=colour"])
