@@ -73,6 +73,7 @@ class RunConfig:
     cache_budget_gb: float | None = None  # per evaluation; None: harness.plan's default share of the free space
     task_cuts: bool = True  # with convexity: one cut per task from its own label's curve (OUT/convexity-cuts/TASK)
     cut_labels: dict[str, str] | None = None  # task -> label type, overriding Task.convexity_labels
+    average: str | None = None  # convexity over classes (None: the harness's default) or over pairs (nnconvexity)
     command: str | None = None
 
     def evaluation_seeds(self) -> list[int]:
@@ -207,8 +208,10 @@ def check_config(config: RunConfig) -> None:
         )
     if config.jobs < 1:
         raise ValueError(f"--jobs {config.jobs}: give 1 or more parallel workers")
-    from harness.compression.convexity_options import LABEL_TYPES
+    from harness.compression.convexity_options import AVERAGES, LABEL_TYPES
 
+    if config.average is not None and config.average not in AVERAGES:
+        raise ValueError(f"--average {config.average!r}: choose one of {', '.join(AVERAGES)}")
     for task, label in (config.cut_labels or {}).items():
         if task not in config.tasks or label not in LABEL_TYPES:
             raise ValueError(f"--cut-labels {task}={label}: give a task of --tasks ({', '.join(config.tasks)}) and a "
@@ -307,11 +310,12 @@ def _task_cuts(config: RunConfig, job: CompressionJob) -> list[Candidate]:
         if not isinstance(info.get(label), list):
             logger.warning("%s: no %s convexity curve in %s; no cut for %s", task, label, job.out, task)
             continue
-        folder = write_task_cut(config.teacher, config.out / "convexity-cuts" / task, info[label], label, rule, task)
+        cuts_dir = f"{job.out.name}-cuts"  # convexity-cuts (convexity-pairs-cuts under --average pairs)
+        folder = write_task_cut(config.teacher, config.out / cuts_dir / task, info[label], label, rule, task)
         if folder is None:
             logger.info("%s: the %s curve keeps every layer; its cut is the teacher", task, label)
             continue
-        cut = _teacher_cut(config, Candidate(f"convexity-cuts/{task}", config.upstream, str(folder), (task,)))
+        cut = _teacher_cut(config, Candidate(f"{cuts_dir}/{task}", config.upstream, str(folder), (task,)))
         if cut is not None:
             cuts.append(cut)
     return cuts
@@ -496,11 +500,16 @@ def _compression_jobs(config: RunConfig) -> list[CompressionJob]:
     methods = [METHODS.get(name) for name in config.methods]
     sweep = config.budgets == "matched"
     targets = matched_targets(methods, config.teacher, config.sparsities) if sweep else config.sparsities
-    return [
-        CompressionJob(method.name, config.out / folder, options)
-        for method in methods
-        for folder, options in method.jobs(targets, sweep=sweep)
-    ]
+    from harness.compression.convexity_options import DEFAULT_AVERAGE
+
+    jobs = []
+    for method in methods:
+        for folder, options in method.jobs(targets, sweep=sweep):
+            if method.average_option and config.average and config.average != DEFAULT_AVERAGE:
+                # its own folder: a checkpoint chosen under the other average is never reused for this one
+                folder, options = f"{folder}-{config.average}", {**options, method.average_option: config.average}
+            jobs.append(CompressionJob(method.name, config.out / folder, options))
+    return jobs
 
 
 def _teacher_checkpoint(config: RunConfig) -> Path:

@@ -165,6 +165,30 @@ def test_matched_budgets_give_every_targeting_method_a_job_at_each_matched_size(
         assert [job.out.name for job in by_method[name]] == [f"{name}-{t:g}" for t in targets]
 
 
+def test_the_authors_average_gives_the_convexity_methods_their_own_folders(teacher):
+    names = ["convexity", "dphubert", "convexity_dphubert"]
+    default = pipeline._compression_jobs(pipeline.RunConfig(methods=names, teacher=str(teacher), average="classes"))
+    assert [(j.out.name, j.options) for j in default] == [("convexity", {}), ("dphubert-0.75", {"sparsity": 0.75}),
+                                                          ("convexity_dphubert-0.75", {"sparsity": 0.75})]  # fmt: skip
+    pairs = pipeline._compression_jobs(pipeline.RunConfig(methods=names, teacher=str(teacher), average="pairs"))
+    assert [(j.out.name, j.options) for j in pairs] == [
+        ("convexity-pairs", {"average": "pairs"}), ("dphubert-0.75", {"sparsity": 0.75}),
+        ("convexity_dphubert-0.75-pairs", {"sparsity": 0.75, "average": "pairs"})]  # fmt: skip
+    with pytest.raises(ValueError, match="--average 'mean': choose one of classes, pairs"):
+        pipeline.check_config(pipeline.RunConfig(methods=names, teacher=str(teacher), average="mean"))
+
+
+def test_task_cuts_of_the_authors_average_go_beside_its_model(teacher, tmp_path):
+    job = pipeline.CompressionJob("convexity", tmp_path / "out" / "convexity-pairs", {"average": "pairs"})
+    job.out.mkdir(parents=True)  # the pairs curves peak at state 2 for speakers: SID's cut keeps 2 of 4 layers
+    (job.out / "convexity.json").write_text(json.dumps({"speaker": [1.0, 2.0, 9.0, 3.0, 2.0], "selection": {"rule": "peak"}}))
+    config = pipeline.RunConfig(tasks=["sid"], teacher=str(teacher), out=tmp_path / "out", average="pairs")
+    (cut,) = pipeline._task_cuts(config, job)
+    assert cut.label == "convexity-pairs-cuts/sid" and cut.tasks == ("sid",) and cut.features_from is not None
+    assert (tmp_path / "out" / "convexity-pairs-cuts" / "sid" / "model.safetensors").is_file()
+    assert not (tmp_path / "out" / "convexity-cuts").exists()
+
+
 def test_the_main_command_runs_only_the_methods_declared_for_it():
     assert pipeline.RunConfig().methods == ["convexity", "dphubert"]
     assert [m for m in methods.METHODS.names() if not methods.METHODS.get(m).in_default_run] == ["convexity_dphubert", "distill"]

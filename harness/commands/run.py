@@ -27,6 +27,7 @@ A rerun skips what is finished: compact checkpoints, cached features and records
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from harness.compression.convexity_options import AVERAGES
     from harness.compression.methods import METHODS
     from harness.run import BUDGETS
     from harness.run import RunConfig as D  # every option's default is its field's (torch-free import)
@@ -84,6 +85,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "its own cut, beside the all-labels model (default: on)")
     parser.add_argument("--cut-labels", default=None, metavar="TASK=LABEL,...",
                         help="the label type of a task's cut, e.g. slu=phone,sid=word (default: each task's own)")
+    parser.add_argument("--average", default=None, choices=AVERAGES,
+                        help="how the convexity methods (and the per-task cuts) average graph convexity: over classes "
+                        "(the harness's default) or over pairs (the convexity authors' nnconvexity); a non-default "
+                        "average writes its own folders, OUT/convexity-pairs and OUT/convexity-pairs-cuts")
     parser.add_argument("--plan", action="store_true",
                         help="print the compressions, the evaluations still to run and the teacher's feature plan "
                         "(cache against budget and free space, extraction time); run nothing")
@@ -118,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     config = RunConfig(
         task_cuts=args.task_cuts,
         cut_labels=cut_labels,
+        average=args.average,
         head_seeds=head_seeds,
         jobs=_jobs(args.jobs, args.device),
         upstream=args.upstream,

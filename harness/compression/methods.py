@@ -64,6 +64,8 @@ class Method:
         in_default_run: whether ``harness run`` runs it when no ``--methods`` are given.
         scores_cache_option: the option by which it is given a folder for the teacher's convexity
             scores, kept across its compressions (``harness run`` passes ``CACHE/convexity``), or None.
+        average_option: the option by which it is told how convexity averages (over classes or over
+            pairs; ``harness run --average``), or None for a method that scores no convexity.
     """
 
     name: str
@@ -78,6 +80,7 @@ class Method:
     check_options: Callable[[str, dict, object], None] | None = None
     in_default_run: bool = True
     scores_cache_option: str | None = None
+    average_option: str | None = None
 
     def check(self, preset: str, options: dict, teacher=None) -> None:
         """Refuse, before any work, a schedule or options that ``compress`` would refuse
@@ -201,7 +204,7 @@ METHODS: Registry[Method] = Registry("compression method")
 METHODS.register("convexity", Method(
     "convexity", "harness.compression.convexity:compress_convexity", _convexity_arguments,
     sweep_option="depths", sweep_sparsities=_convexity_depth_sparsities, check_options=_convexity_check,
-    scores_cache_option="scores_cache",
+    scores_cache_option="scores_cache", average_option="average",
     help="layer pruning: keep the layers up to where graph convexity of the labels peaks (or plateaus)",
 ))  # fmt: skip
 METHODS.register("dphubert", Method(
@@ -219,5 +222,6 @@ METHODS.register("convexity_dphubert", Method(
     "convexity_dphubert", "harness.compression.convexity_dphubert:compress_convexity_dphubert",
     _convexity_dphubert_arguments, target_option="sparsity", default_target=_dphubert_default_sparsity(),
     in_default_run=False, check_options=_convexity_dphubert_check, scores_cache_option="scores_cache",
+    average_option="average",
     help="convexity chooses the depth, DPHuBERT prunes inside the kept layers to a sparsity of the whole teacher",
 ))  # fmt: skip
