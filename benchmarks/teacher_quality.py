@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -31,6 +33,8 @@ from leaderboard.intervals import interval, paired_samples
 from tasks.registry import get_task
 
 logger = logging.getLogger("teacher_quality")
+#: this invocation, kept in every record it writes (the leaderboard's "Produced by")
+COMMAND = shlex.join(["python", "benchmarks/teacher_quality.py", *sys.argv[1:]])
 TASKS = ("asr", "pr", "sid", "slu", "ks")
 
 
@@ -69,7 +73,7 @@ def run_side(name: str, upstream: str, ckpt: str | None, args: argparse.Namespac
         evaluate(
             EvaluateConfig(
                 upstream=upstream, ckpt=ckpt, tasks=missing, corpus=args.corpus, preset=args.preset, device="cpu",
-                cache_dir=args.cache, records_dir=folder, seed=seed,
+                cache_dir=args.cache, records_dir=folder, seed=seed, command=COMMAND,
             )
         )  # fmt: skip
 
