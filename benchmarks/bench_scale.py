@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.evaluate import DownstreamModel, SplitData, bucketed_batches, collate
+from harness.evaluate import BucketedBatches, DownstreamModel, SplitData, collate
 from harness.features import FeatureCache, UpstreamSpec, audio_identity, checkpoint_hash
 from harness.online import OnlineSet
 from tasks.corpora.manifest import read_manifest
@@ -91,7 +91,7 @@ def step_seconds(task_name: str, data: SplitData, steps: int) -> float:
     torch.manual_seed(0)
     model = DownstreamModel(data.features, task.build_head(data.features.hidden_size, preset.head))
     optimizer = torch.optim.Adam(model.parameters(), lr=preset.train.lr)
-    batches = bucketed_batches(data.lengths, preset.train.batch_size, np.random.default_rng(0))
+    batches = BucketedBatches(data.lengths, preset.train.batch_size, np.random.default_rng(0))
     times = []
     for step in range(steps + 3):
         batch = next(batches)

@@ -10,7 +10,8 @@ Recipe, flat:
     tune     per task and seed, the cut and the full teacher fine-tuned end to end on the same
              schedule, seed, batches and head initialisation (``harness.compression.finetune``);
              one report per pair in ``PUBLISH/runs/TASK/seed-S/finetune-TASK.json`` (a rerun skips
-             the pairs whose report exists, so a killed study resumes)
+             the pairs whose report exists, and a pair killed while training goes on from its last
+             validation, saved in ``OUT/state/TASK/seed-S/``: so a killed study resumes)
     table    ``PUBLISH/table.md``, ``table.csv``, ``study.json`` and ``curves.png`` (validation
              curves), with the paper's claims beside the measured figures
 
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             path = finetune_pair(args.out / "cuts" / task, args.teacher, task, corpus=args.corpus,
                                  out=folder, device=str(device), seed=seed,
-                                 schedule=schedules[task], save_finetuned=False)  # fmt: skip
+                                 schedule=schedules[task], save_finetuned=False,
+                                 state_dir=args.out / "state" / task / f"seed-{seed}")  # fmt: skip
             reports.append(json.loads(path.read_text(encoding="utf-8")))
 
     rows = build_study(cuts, reports)

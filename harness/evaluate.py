@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,14 +201,38 @@ def collate(
     return torch.from_numpy(padded).to(device).float(), torch.tensor(lengths, dtype=torch.long)
 
 
-def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[list[int]]:
-    """Endless training batches: each epoch sorts by length with +-10% jitter, chunks, shuffles the chunks."""
-    while True:
-        jittered = lengths * rng.uniform(0.9, 1.1, size=len(lengths))
-        order = np.argsort(jittered, kind="stable")
-        chunks = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-        for j in rng.permutation(len(chunks)):
-            yield chunks[j]
+class BucketedBatches:
+    """Endless training batches: each epoch sorts by length with +-10% jitter, chunks, shuffles the chunks.
+
+    An iterator whose position can be saved (:meth:`state_dict`) and restored: with the state of
+    ``rng`` saved beside it, a resumed run draws the batches an uninterrupted one would. ``rng`` is
+    drawn from only when an epoch starts (the jitter, then the chunk order), so a caller may share it.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> None:
+        self.lengths, self.batch_size, self.rng = np.asarray(lengths), batch_size, rng
+        self.chunks: list[list[int]] = []
+        self.order: list[int] = []
+        self.position = 0
+
+    def __iter__(self) -> BucketedBatches:
+        return self
+
+    def __next__(self) -> list[int]:
+        if self.position >= len(self.order):  # a new epoch
+            jittered = self.lengths * self.rng.uniform(0.9, 1.1, size=len(self.lengths))
+            order = np.argsort(jittered, kind="stable")
+            self.chunks = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+            self.order, self.position = self.rng.permutation(len(self.chunks)).tolist(), 0
+        self.position += 1
+        return self.chunks[self.order[self.position - 1]]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current epoch's chunks, their order and how many were taken (plain lists and ints)."""
+        return {"chunks": self.chunks, "order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.chunks, self.order, self.position = state["chunks"], state["order"], state["position"]
 
 
 class DownstreamModel(nn.Module):
@@ -311,7 +335,7 @@ def train_head(
     max_frames = None
     if cfg.max_train_seconds is not None:
         max_frames = max(1, round(cfg.max_train_seconds * SAMPLE_RATE / train.features.downsample_rate))
-    batches = bucketed_batches(train.lengths, cfg.batch_size, rng)
+    batches = BucketedBatches(train.lengths, cfg.batch_size, rng)
     best_value, best_step, best_metrics, best_state, best_weights = None, 0, {}, {}, []
     history: list[dict[str, Any]] = []
     bar = tqdm(range(1, cfg.steps + 1), desc=f"train {task.name} lr={lr:g}", unit="step", disable=rank != 0 or None)

@@ -91,6 +91,53 @@ def test_alternating_steps_learn_what_each_learns_alone(synth_corpus, tmp_path):
     assert len(pair[0].step_s) == len(pair[1].step_s) == 6 and report_full["num_layers"] == 4
 
 
+def test_a_killed_pair_resumes_as_if_never_stopped(synth_corpus, tmp_path, monkeypatch):
+    """The pair's state is saved at each validation; a run killed between two goes on from the last one
+    with the same batches, crops, dropout and weights, so its report is the uninterrupted one's."""
+    torch.manual_seed(0)
+    full = SpeechEncoder(tiny_config("hubert", dropout=0.1, attention_dropout=0.1)).eval()
+    teacher, pruned = save_compact(full, tmp_path / "teacher"), save_compact(full.truncate(2), tmp_path / "pruned")
+    config = FinetuneConfig(steps=8, batch_size=16, encoder_lr=1e-3, head_lr=1e-2, eval_every=3, warmup=0.0, max_train_seconds=1.0)
+    train_size = len(finetune.read_split(finetune.check_task_data("sid", synth_corpus, "demo"), synth_corpus, "train").paths)
+    assert config.steps * config.batch_size > train_size  # the run crosses an epoch, whose batches the state must carry
+
+    def run(out, state_dir=None):
+        path = finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=out, device="cpu", schedule=config,
+                             save_finetuned=False, state_dir=state_dir)  # fmt: skip
+        return json.loads(path.read_text())
+
+    whole = run(tmp_path / "whole")
+    assert not (tmp_path / "whole" / "finetune-sid.state.pt").exists()  # removed once the pair is tested
+
+    real_step, calls = finetune.FinetuneRun.train_step, []
+
+    def killed_at_step_5(self):
+        calls.append(self.label)
+        if len(calls) > 8:  # two runs a step: the 9th call is step 5
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(finetune.FinetuneRun, "train_step", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", state_dir=tmp_path / "state")
+    state = tmp_path / "state" / "finetune-sid.state.pt"
+    assert state.is_file() and not (tmp_path / "killed" / "finetune-sid.json").exists()
+
+    # another seed (or schedule) finds the state of another run and says so
+    with pytest.raises(ValueError, match="state of another fine-tuning run .*seed"):
+        finetune_pair(pruned, str(teacher), "sid", corpus=synth_corpus, out=tmp_path / "killed", device="cpu",
+                      schedule=config, seed=1, save_finetuned=False, state_dir=tmp_path / "state")  # fmt: skip
+
+    monkeypatch.setattr(finetune.FinetuneRun, "train_step", real_step)
+    resumed = run(tmp_path / "killed", state_dir=tmp_path / "state")
+    assert not state.exists()
+    for name in ("pruned", "full"):
+        again, once = resumed["models"][name], whole["models"][name]
+        assert again["training"]["resumed_at"] == [3] and once["training"]["resumed_at"] == []
+        for key in ("history", "best_step", "valid", "test", "per_utterance"):
+            assert again[key] == once[key], (name, key)
+
+
 def test_unknown_task_and_missing_manifests(synth_corpus, tmp_path):
     with pytest.raises(UnknownNameError, match="Known tasks: asr, ks, pr, sid, slu"):
         finetune.check_task_data("spk", synth_corpus, "demo")

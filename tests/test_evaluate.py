@@ -13,7 +13,7 @@ from torch import nn
 from core.records import load_records, write_record
 from core.registry import UnknownNameError
 from harness.cli import main
-from harness.evaluate import EvaluateConfig, bucketed_batches, evaluate
+from harness.evaluate import BucketedBatches, EvaluateConfig, evaluate
 from harness.provenance import build_record
 from tasks.corpora.manifest import CorpusInfo
 from tasks.registry import get_task
@@ -187,7 +187,7 @@ def test_unknown_names_are_errors_that_list_the_known_ones(tmp_path, caplog):
 def test_bucketed_batches_cover_each_utterance_once_per_epoch_in_similar_lengths():
     rng = np.random.default_rng(0)
     lengths = rng.integers(50, 500, size=103)
-    batches = bucketed_batches(lengths, 10, np.random.default_rng(1))
+    batches = BucketedBatches(lengths, 10, np.random.default_rng(1))
     epoch = [next(batches) for _ in range(11)]
     assert sorted(i for batch in epoch for i in batch) == list(range(103))
     spread = np.mean([np.ptp(lengths[b]) for b in epoch])

@@ -47,7 +47,7 @@ from tqdm import tqdm
 from core.files import atomic_path, write_json
 from core.paths import portable_path
 from harness import provenance, training
-from harness.evaluate import bucketed_batches
+from harness.evaluate import BucketedBatches
 from tasks.audio import SAMPLE_RATE, load_audio
 from tasks.base import Task, TaskPreset
 from tasks.corpora.manifest import SPLITS, CorpusInfo, ManifestError, manifest_path, read_manifest
@@ -262,12 +262,13 @@ class FinetuneRun:
         ])  # fmt: skip
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, training.lr_factor_fn(config.steps, config.warmup))
         self.max_samples = round(config.max_train_seconds * SAMPLE_RATE) if config.max_train_seconds else None
-        self.batches = bucketed_batches(data["train"].samples, config.batch_size, self.rng)
+        self.batches = BucketedBatches(data["train"].samples, config.batch_size, self.rng)
         self.best_value, self.best_step, self.best_metrics, self.best_state = None, 0, {}, None
         self.history: list[dict[str, Any]] = []
         self.step_s: list[float] = []
         self.losses: list[float] = []
         self.validation_s = self.load_s = 0.0
+        self.resumed_at: list[int] = []  # the steps a killed run went on from
 
         # one untimed forward and backward (gradients discarded), so that start-up costs of the process
         # (allocator, kernels) do not land in the first steps' times
@@ -318,6 +319,29 @@ class FinetuneRun:
             self.best_value, self.best_step, self.best_metrics = metrics[self.task.main_metric], step, metrics
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the run needs to go on from here: weights, optimizer, schedule, random states,
+        batch position, the best step so far and the measurements (tensors and plain containers only)."""
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "torch_rng": self._torch_state[0], "cuda_rng": self._torch_state[1], "numpy_rng": self.rng.bit_generator.state,
+            "batches": self.batches.state_dict(), "best_value": self.best_value, "best_step": self.best_step,
+            "best_metrics": self.best_metrics, "best_state": self.best_state, "history": self.history,
+            "step_s": self.step_s, "losses": self.losses, "validation_s": self.validation_s, "load_s": self.load_s,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self._torch_state = (state["torch_rng"], state["cuda_rng"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.batches.load_state_dict(state["batches"])
+        self.best_value, self.best_step, self.best_metrics = state["best_value"], state["best_step"], state["best_metrics"]
+        self.best_state, self.history = state["best_state"], state["history"]
+        self.step_s, self.losses = state["step_s"], state["losses"]
+        self.validation_s, self.load_s = state["validation_s"], state["load_s"]
+
     def report(self, predictions: list, inference_s: float, test_audio_s: float) -> dict[str, Any]:
         """The run's report, from the best step's test predictions and timings."""
         encoder, test = self.model.encoder, self.data["test"]
@@ -333,7 +357,8 @@ class FinetuneRun:
             "per_utterance": {"ids": test.ids, **self.task.utterance_counts(test.references, predictions)},
             "training": {"steps": self.config.steps, "train_s": round(train_s, 3),
                          "train_s_per_step": round(float(np.median(self.step_s)), 4),
-                         "train_wall_s": round(train_s + self.load_s, 3), "validation_s": round(self.validation_s, 3)},
+                         "train_wall_s": round(train_s + self.load_s, 3), "validation_s": round(self.validation_s, 3),
+                         "resumed_at": self.resumed_at},
             "inference": {"test_audio_s": round(test_audio_s, 2), "inference_s": round(inference_s, 4),
                           "inference_s_per_audio_s": inference_s / test_audio_s},
             "history": self.history,
@@ -343,10 +368,20 @@ class FinetuneRun:
         return report
 
 
-def finetune_models(runs: list[FinetuneRun], config: FinetuneConfig) -> list[dict[str, Any]]:
+def finetune_models(
+    runs: list[FinetuneRun], config: FinetuneConfig, state_path: Path | None = None, identity: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Train ``runs`` in alternation, a step of each in turn, validating together every ``eval_every``
-    steps; then test each at its best step (the test batches alternate too). Returns their reports."""
-    bar = tqdm(range(1, config.steps + 1), desc=f"fine-tune {'/'.join(r.label for r in runs)} on {runs[0].task.name}", unit="step")
+    steps; then test each at its best step (the test batches alternate too). Returns their reports.
+
+    With ``state_path``, the runs' state is saved there (atomically) after each validation, and a state
+    found there at the start is resumed from: the runs go on as if never stopped (the same batches,
+    dropout and weights). ``identity`` (schedule, seed, corpus, models) is stored with it; a state of
+    another identity raises ``ValueError`` naming the file. The file is removed once the runs are tested.
+    """
+    start = _resume(runs, state_path, identity or {}) if state_path is not None else 0
+    bar = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps,
+               desc=f"fine-tune {'/'.join(r.label for r in runs)} on {runs[0].task.name}", unit="step")  # fmt: skip
     for step in bar:
         turn = runs if step % 2 else runs[::-1]  # who goes first alternates too
         bar.set_postfix({run.label: f"{run.train_step():.3f}" for run in turn})
@@ -354,12 +389,34 @@ def finetune_models(runs: list[FinetuneRun], config: FinetuneConfig) -> list[dic
             predicted = predict([run.model for run in runs], runs[0].task, runs[0].data["valid"], config.eval_batch_size, runs[0].runtime)
             for run, (predictions, seconds) in zip(runs, predicted[0], strict=True):
                 run.record_validation(step, predictions, seconds)
+            if state_path is not None:
+                training.save_state(state_path, {"identity": identity or {}, "step": step, "resumed_at": runs[0].resumed_at,
+                                                 "runs": {run.label: run.state_dict() for run in runs}})  # fmt: skip
     bar.close()
     for run in runs:
         run.model.load_state_dict(run.best_state)
     tested, test_audio_s = predict([run.model for run in runs], runs[0].task, runs[0].data["test"], config.eval_batch_size,
                                    runs[0].runtime, warmup=True)  # fmt: skip
-    return [run.report(p, s, test_audio_s) for run, (p, s) in zip(runs, tested, strict=True)]
+    reports = [run.report(p, s, test_audio_s) for run, (p, s) in zip(runs, tested, strict=True)]
+    if state_path is not None:
+        state_path.unlink(missing_ok=True)
+    return reports
+
+
+def _resume(runs: list[FinetuneRun], state_path: Path, identity: dict[str, Any]) -> int:
+    """Restore the runs from ``state_path`` if it is there; returns the step it was saved at (0: none)."""
+    state = training.load_state(state_path, map_location="cpu")  # random states stay CPU tensors
+    if state is None:
+        return 0
+    if state.get("identity") != identity or set(state.get("runs", {})) != {run.label for run in runs}:
+        differ = [k for k in identity if state.get("identity", {}).get(k) != identity[k]] or ["models"]
+        raise ValueError(f"{state_path} is the state of another fine-tuning run (its {', '.join(differ)} differ); "
+                         "remove it to start over, or give another output folder")  # fmt: skip
+    for run in runs:
+        run.load_state_dict(state["runs"][run.label])
+        run.resumed_at = [*state["resumed_at"], state["step"]]
+    logger.info("%s: resuming fine-tuning on %s at step %d", state_path, runs[0].task.name, state["step"])
+    return state["step"]
 
 
 def _random_state(device: torch.device) -> tuple:
@@ -386,6 +443,7 @@ def finetune_pair(
     steps: int | None = None,
     schedule: FinetuneConfig | None = None,
     save_finetuned: bool = True,
+    state_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Fine-tune the compact checkpoint ``pruned`` and the full ``teacher`` on ``task_name``.
 
@@ -393,7 +451,9 @@ def finetune_pair(
     ``OUT/finetuned-TASK/``; returns the JSON's path. If the JSON exists and was made with the same
     schedule, seed and corpus, nothing is done; made otherwise, it raises ``ValueError`` naming it
     (a report of another schedule is never passed off as this one's).
-    ``schedule`` replaces the preset's schedule; ``steps`` overrides its steps.
+    ``schedule`` replaces the preset's schedule; ``steps`` overrides its steps. While it trains, the pair's
+    state is saved after each validation in ``STATE_DIR/finetune-TASK.state.pt`` (``state_dir`` defaults
+    to ``out``; a few hundred MB for a HuBERT Base pair, removed at the end), so a killed run resumes there.
     """
     from upstreams import load_upstream
     from upstreams.checkpoint import COST_NAME, load_compact, read_compact_config, save_compact
@@ -417,7 +477,10 @@ def finetune_pair(
 
     runs = [FinetuneRun("pruned", load_compact(pruned), task, task_preset.head, config, data, seed, runtime),
             FinetuneRun("full", load_upstream(teacher), task, task_preset.head, config, data, seed, runtime)]  # fmt: skip
-    pruned_report, full_report = finetune_models(runs, config)
+    state_path = Path(state_dir if state_dir is not None else out) / f"finetune-{task_name}.state.pt"
+    identity = {"task": task_name, "schedule": dataclasses.asdict(config), "seed": seed, "preset": preset,
+                "corpus": CorpusInfo.read(corpus).fingerprint, "pruned": portable_path(pruned), "full": portable_path(teacher)}
+    pruned_report, full_report = finetune_models(runs, config, state_path, identity)
     pruned_model = runs[0].model
     models = {"pruned": {"source": portable_path(pruned), **pruned_report}, "full": {"source": portable_path(teacher), **full_report}}
     if models["pruned"]["num_layers"] >= models["full"]["num_layers"]:
