@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.publish / "study.json", {
         "command": " ".join(["python", "benchmarks/convexity_finetune.py", *(argv if argv is not None else sys.argv[1:])]),
         "teacher": portable_path(args.teacher), "corpus": portable_path(args.corpus), "seeds": seeds,
-        "schedules": {report["task"]["name"]: report["schedule"] for report in reports}, "device": provenance.device_description(str(device)),
+        "schedules": {report["task"]["name"]: report["schedule"] for report in reports},
+        # where each report was trained (a --table-only run, or a study resumed elsewhere, trains on another machine)
+        "report_devices": {f"{r['task']['name']}/seed-{r['seeds']['train']}": r["device"] for r in reports},
+        "device": provenance.device_description(str(device)),
         "threads": args.threads, "cuts": cuts, "paper_claims": PAPER_CLAIMS, "seconds_this_run": round(time.perf_counter() - started, 1),
         "rows": [{"task": r.task, "label": r.label, "kept_layers": r.kept_layers, "teacher_layers": r.teacher_layers,
                   "metric": r.metric, "value": r.value, "interval": r.spread, "difference": r.difference,

@@ -92,6 +92,8 @@ def test_the_study_cuts_per_task_fine_tunes_both_and_resumes(synth_corpus, tmp_p
     table = (tmp_path / "pub" / "table.md").read_text()
     assert "| sid " in table and "speaker: 2/4" in table and "the word curve keeps every layer" in table
     assert (tmp_path / "pub" / "curves.png").stat().st_size > 0
+    assert set(study["report_devices"]) == {"sid/seed-0", "sid/seed-1"} and study["report_devices"]["sid/seed-1"] == sid["device"]
+    assert not list((tmp_path / "out" / "state").rglob("*.pt"))  # the pairs' resume states go once they are reported
 
     # a rerun finds every report and fine-tunes nothing
     monkeypatch.setattr(finetune, "finetune_models", lambda *a, **k: pytest.fail("retrained"))
