@@ -113,3 +113,16 @@ def test_the_study_cuts_per_task_fine_tunes_both_and_resumes(synth_corpus, tmp_p
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(ValueError, match="--publish .*a-file: this is a file"):
         script.main([*argv, "--publish", str(tmp_path / "a-file")])
+
+
+def test_the_published_study_is_its_reports_tabulated():
+    """leaderboard/published/convexity-finetune-12l: table.md and table.csv are what the committed reports
+    give (never edited by hand), and study.json names the machine of every one of them."""
+    root = SCRIPT.parents[1] / "leaderboard" / "published" / "convexity-finetune-12l"
+    study = json.loads((root / "study.json").read_text())
+    reports = [json.loads(path.read_text()) for path in sorted(root.glob("runs/*/seed-*/finetune-*.json"))]
+    assert {r["task"]["name"] for r in reports} == set(study["cuts"]) == {"sid", "pr", "asr", "slu", "ks"}
+    rows = build_study(study["cuts"], reports)
+    assert to_markdown(rows) == (root / "table.md").read_text(encoding="utf-8")
+    assert to_csv(rows) == (root / "table.csv").read_text(encoding="utf-8")
+    assert set(study["report_devices"]) == {f"{r['task']['name']}/seed-{r['seeds']['train']}" for r in reports}
