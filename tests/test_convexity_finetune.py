@@ -111,6 +111,12 @@ def test_a_killed_pair_resumes_as_if_never_stopped(synth_corpus, tmp_path, monke
 
     real_step, calls = finetune.FinetuneRun.train_step, []
 
+    # a state_dir that cannot be a directory is refused before any training
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setattr(finetune.FinetuneRun, "train_step", lambda self: pytest.fail("trained before checking state_dir"))
+    with pytest.raises(ValueError, match="state_dir .*a-file: cannot create the directory"):
+        run(tmp_path / "other", state_dir=tmp_path / "a-file")
+
     def killed_at_step_5(self):
         calls.append(self.label)
         if len(calls) > 8:  # two runs a step: the 9th call is step 5

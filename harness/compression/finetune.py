@@ -381,7 +381,8 @@ def finetune_models(
     dropout and weights). ``identity`` (schedule, seed, corpus, models) is stored with it; a state of
     another identity raises ``ValueError`` naming the file. The file is removed once the runs are tested.
     """
-    start = _resume(runs, state_path, identity or {}) if state_path is not None else 0
+    identity = identity or {}
+    start = _resume(runs, state_path, identity) if state_path is not None else 0
     bar = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps,
                desc=f"fine-tune {'/'.join(r.label for r in runs)} on {runs[0].task.name}", unit="step")  # fmt: skip
     for step in bar:
@@ -392,7 +393,7 @@ def finetune_models(
             for run, (predictions, seconds) in zip(runs, predicted[0], strict=True):
                 run.record_validation(step, predictions, seconds)
             if state_path is not None:
-                training.save_state(state_path, {"identity": identity or {}, "step": step, "resumed_at": runs[0].resumed_at,
+                training.save_state(state_path, {"identity": identity, "step": step, "resumed_at": runs[0].resumed_at,
                                                  "runs": {run.label: run.state_dict() for run in runs}})  # fmt: skip
     bar.close()
     for run in runs:
@@ -467,10 +468,17 @@ def finetune_pair(
     task = check_task_data(task_name, corpus, preset)
     task_preset = task.preset(preset)
     config = resolve_schedule(preset, task_preset, steps, schedule)
+    fingerprint = CorpusInfo.read(corpus).fingerprint
     if report_path.is_file():
-        _check_existing(report_path, config, seed, CorpusInfo.read(corpus).fingerprint)
+        _check_existing(report_path, config, seed, fingerprint)
         logger.info("%s exists; fine-tuning on %s skipped", report_path, task_name)
         return report_path
+    state_path = Path(state_dir if state_dir is not None else out) / f"finetune-{task_name}.state.pt"
+    for folder, what in ((out, "out"), (state_path.parent, "state_dir")):  # before any work: the first save is minutes in
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"{what} {folder}: cannot create the directory ({error}); give a writable directory") from None
     runtime = training.setup_runtime(device)
     started = time.perf_counter()
 
@@ -481,9 +489,8 @@ def finetune_pair(
 
     runs = [FinetuneRun("pruned", load_compact(pruned), task, task_preset.head, config, data, seed, runtime),
             FinetuneRun("full", load_upstream(teacher), task, task_preset.head, config, data, seed, runtime)]  # fmt: skip
-    state_path = Path(state_dir if state_dir is not None else out) / f"finetune-{task_name}.state.pt"
     identity = {"task": task_name, "schedule": dataclasses.asdict(config), "seed": seed, "preset": preset,
-                "corpus": CorpusInfo.read(corpus).fingerprint, "pruned": portable_path(pruned), "full": portable_path(teacher)}
+                "corpus": fingerprint, "pruned": portable_path(pruned), "full": portable_path(teacher)}
     pruned_report, full_report = finetune_models(runs, config, state_path, identity)
     pruned_model = runs[0].model
     models = {"pruned": {"source": portable_path(pruned), **pruned_report}, "full": {"source": portable_path(teacher), **full_report}}
@@ -507,7 +514,7 @@ def finetune_pair(
     write_json(report_path, {
         "task": {"name": task_name, "metrics": list(task.metric_names), "main_metric": main,
                  "higher_is_better": task.higher_is_better},
-        "corpus": {"root": portable_path(Path(corpus).resolve()), "fingerprint": CorpusInfo.read(corpus).fingerprint,
+        "corpus": {"root": portable_path(Path(corpus).resolve()), "fingerprint": fingerprint,
                    "utterances": {s: len(d.paths) for s, d in data.items()}},
         "preset": preset,
         "schedule": dataclasses.asdict(config),
