@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from harness.compression.graph_convexity import ConvexityConfig, graph_convexity_per_layer
+from harness.compression.convexity.graph import ConvexityConfig, graph_convexity_per_layer
 
 logger = logging.getLogger("bench_convexity")
 

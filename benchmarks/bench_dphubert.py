@@ -50,8 +50,8 @@ import time
 import torch
 
 from harness import training
-from harness.compression import dphubert
-from harness.compression.hardconcrete import EncoderGates
+from harness.compression.dphubert import method as dphubert
+from harness.compression.dphubert.hardconcrete import EncoderGates
 from upstreams.model import SpeechEncoder, base_config
 
 logger = logging.getLogger("bench_dphubert")

@@ -3,7 +3,7 @@
 Both sides evaluate one upstream on the same tasks, corpus manifests, heads (sizes from our preset),
 optimiser, learning rate, batch size, number of steps and validation interval:
 
-- ours: :func:`harness.evaluate.evaluate` with a fresh feature cache (extraction included), then
+- ours: :func:`harness.evaluation.engine.evaluate` with a fresh feature cache (extraction included), then
   once more with the cache warm (what every further learning rate or task on the same audio costs);
 - s3prl: ``SuperbASR``, ``SuperbPR``, ``SuperbSID``, ``SuperbIC`` from espnet-s3prl, fed CSVs made
   from our manifests; they run the frozen upstream inside every training and validation step.
@@ -42,7 +42,8 @@ import torch
 import yaml
 
 import upstreams  # noqa: F401 - registers pruned_hubert, ... in s3prl.hub
-from harness.evaluate import EvaluateConfig, evaluate
+from harness.evaluation.config import EvaluateConfig
+from harness.evaluation.engine import evaluate
 from tasks.corpora.manifest import SPLITS, read_manifest
 from tasks.registry import get_task
 

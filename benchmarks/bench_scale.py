@@ -50,12 +50,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.evaluate import BucketedBatches, DownstreamModel, SplitData, collate
-from harness.features import FeatureCache, UpstreamSpec, audio_identity, checkpoint_hash
-from harness.online import OnlineSet
+from harness.batching import BucketedBatches
+from harness.evaluation.cache import FeatureCache
+from harness.evaluation.entries import UpstreamSpec
+from harness.evaluation.heads import DownstreamModel, SplitData, collate
+from harness.evaluation.online import OnlineSet
+from tasks.corpora.checksums import audio_identity
 from tasks.corpora.manifest import read_manifest
 from tasks.registry import get_task
 from upstreams.checkpoint import save_compact
+from upstreams.identity import checkpoint_hash
 from upstreams.model import SpeechEncoder, base_config
 
 #: (corpus, task, audio hours, utterances) across the splits SUPERB uses.

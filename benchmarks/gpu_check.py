@@ -9,7 +9,7 @@ embedded 5.3 M-parameter teacher's shape and shorter audio):
 - extraction: the frozen encoder over batches of audio, bf16 autocast on a GPU (and float32 for
   comparison): audio hours per wall hour;
 - online head steps: the ASR head trained on frames the upstream makes inside the loop
-  (:class:`harness.online.OnlineSet`, real wav files written to a temporary directory);
+  (:class:`harness.evaluation.online.OnlineSet`, real wav files written to a temporary directory);
 - DPHuBERT stage 1: the recipe's own distill + prune step (``benchmarks/bench_dphubert.py``):
   step time, peak memory, MFU from FLOPs counted by ``torch.utils.flop_counter`` against the GPU's
   peak dense bf16 FLOP/s (known GPUs or ``--peak-tflops``);
@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_dphubert, besi
 from bench_dphubert import TEACHERS, bench_stage, build_student, peak_tflops  # noqa: E402
 
 from harness import training  # noqa: E402
-from harness.compression import dphubert  # noqa: E402
-from harness.evaluate import DownstreamModel, SplitData, collate  # noqa: E402
-from harness.online import OnlineSet  # noqa: E402
+from harness.compression.dphubert import method as dphubert  # noqa: E402
+from harness.evaluation.heads import DownstreamModel, SplitData, collate  # noqa: E402
+from harness.evaluation.online import OnlineSet  # noqa: E402
 from harness.pretrain import HubertHead  # noqa: E402
 from tasks.registry import get_task  # noqa: E402
 from upstreams.model import SpeechEncoder  # noqa: E402

@@ -27,16 +27,9 @@ from pathlib import Path
 import torch
 
 from core.files import write_json
-from harness.evaluate import (
-    DownstreamModel,
-    EvaluateConfig,
-    load_split,
-    predict,
-    setup,
-    split_plans,
-    task_preset,
-    train_head,
-)
+from harness.evaluation.config import EvaluateConfig
+from harness.evaluation.engine import load_split, setup, split_plans, task_preset
+from harness.evaluation.heads import DownstreamModel, predict, train_head
 from tasks.corpora.manifest import SPLITS
 from tasks.registry import get_task
 

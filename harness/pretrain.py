@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from core.audio import SAMPLE_RATE
 from core.files import atomic_path, write_json
-from harness import training
+from harness import batching, training
 from harness.pretrain_config import DEFAULT_RECIPE, PRESETS, PretrainConfig  # noqa: F401 - re-exported
 from tasks.corpora.alignment import parse_alignment
 from tasks.corpora.manifest import CorpusInfo, read_manifest
@@ -295,7 +295,7 @@ def train_iteration(
     if runtime.world_size > 1:
         trained = torch.nn.parallel.DistributedDataParallel(model)
     lengths = [len(a) for a in audio]
-    batches = training.crop_batches(
+    batches = batching.crop_batches(
         len(audio), lengths, config.batch_size, int(config.crop_seconds * SAMPLE_RATE), FRAME_STRIDE, rng
     )
     log = open(folder / "log.jsonl", "a", encoding="utf-8") if runtime.is_main else None  # noqa: SIM115

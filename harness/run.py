@@ -5,7 +5,7 @@
 2. each compression method writes compact checkpoints under ``OUT/``: one per target size for a
    method that takes one (DPHuBERT: ``OUT/dphubert-0.75``, one per ``--sparsity``), one for a method
    whose size is an outcome (convexity: ``OUT/convexity``), as each method's registry entry
-   declares (``harness.compression.methods``); a finished checkpoint is reused. With ``--budgets
+   declares (``harness.compression.registry``); a finished checkpoint is reused. With ``--budgets
    matched`` the sweeping methods write every size they can make (convexity: ``OUT/convexity/layers-K``
    for every depth) and the targeting methods run at each of those sizes as well (DPHuBERT within
    1 % of each depth's parameters), so that methods are compared at equal budgets;
@@ -34,14 +34,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.paths import CACHE_DIR, EMBEDDED_TEACHER, LEADERBOARD_DIR, RECORDS_DIR, RUN_OUT_DIR
-from harness.compression.methods import METHODS, default_run_methods, finished_checkpoints, matched_targets
+from harness.compression.registry import METHODS, default_run_methods, finished_checkpoints, matched_targets
 from harness.devices import DEFAULT_DEVICE
+from harness.workers import Workers
 from tasks.benchmarks import FBANK, RUN_BENCHMARK, Benchmark
 from tasks.corpora.resolve import DEFAULT_CORPUS
 from tasks.schedules import DEFAULT_SCHEDULE
@@ -70,7 +69,7 @@ class RunConfig:
     head_seeds: list[int] | None = None  # one evaluation per seed and (upstream, task); None: [seed]
     max_steps: int | None = None
     jobs: int = 1  # parallel worker processes (compressions and evaluations overlap)
-    cache_budget_gb: float | None = None  # per evaluation; None: harness.plan's default share of the free space
+    cache_budget_gb: float | None = None  # per evaluation; None: harness.evaluation.plan's default share of the free space
     task_cuts: bool = True  # with convexity: one cut per task from its own label's curve (OUT/convexity-cuts/TASK)
     cut_labels: dict[str, str] | None = None  # task -> label type, overriding Task.convexity_labels
     average: str | None = None  # convexity over classes (None: the harness's default) or over pairs (nnconvexity)
@@ -121,7 +120,7 @@ def run(config: RunConfig) -> int:
         else:
             compressions.append(job)
 
-    with _Workers(config.jobs) as workers:
+    with Workers(config.jobs) as workers:
         # longest first: compressions (the compressed models' evaluations wait for them), then references
         for job in compressions:
             workers.submit(("compress", job.method, job.out), _compress, config, job, corpus, teacher_hash)
@@ -157,7 +156,8 @@ def plan_run(config: RunConfig) -> str:
     """What :func:`run` would do, as text, doing none of it: the compressions (finished ones are
     reused), the evaluations without a record, and the teacher's feature plan (``harness evaluate
     --plan``), which bounds every compact model's (same width, at most as many layers)."""
-    from harness.evaluate import EvaluateConfig, plan
+    from harness.evaluation.config import EvaluateConfig
+    from harness.evaluation.engine import plan
     from tasks.corpora.resolve import resolve_corpus
 
     check_config(config)
@@ -208,7 +208,7 @@ def check_config(config: RunConfig) -> None:
         )
     if config.jobs < 1:
         raise ValueError(f"--jobs {config.jobs}: give 1 or more parallel workers")
-    from harness.compression.convexity_options import AVERAGES, LABEL_TYPES
+    from harness.compression.convexity.options import AVERAGES, LABEL_TYPES
 
     if config.average is not None and config.average not in AVERAGES:
         raise ValueError(f"--average {config.average!r}: choose one of {', '.join(AVERAGES)}")
@@ -222,7 +222,7 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"--sparsity {config.sparsities}: every level must be between 0 and 1 (exclusive)")
     resolve_device(config.device)
     check_directories(out=config.out, records=config.records_dir, leaderboard=config.leaderboard_dir, cache=config.cache_dir)
-    from harness.plan import resolve_budget
+    from harness.evaluation.plan import resolve_budget
 
     resolve_budget(config.cache_dir, config.cache_budget_gb)  # a budget larger than the free space fails here
     teacher = check_source(config.teacher, "--teacher", family=entry_family(config.upstream))
@@ -262,7 +262,7 @@ def _teacher_cut(config: RunConfig, candidate: Candidate) -> Candidate | None:
 
 
 def _submit_or_wait(
-    workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path, waiting: list[Candidate] | None
+    workers: Workers, config: RunConfig, candidate: Candidate, corpus: Path, waiting: list[Candidate] | None
 ) -> None:
     """Queue ``candidate``'s evaluations, or, for a cut of the teacher while the teacher's evaluation
     is still running (``waiting`` given), keep it in ``waiting`` until that evaluation has cached
@@ -273,7 +273,7 @@ def _submit_or_wait(
         _submit_evaluation(workers, config, candidate, corpus)
 
 
-def _submit_evaluation(workers: _Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> bool:
+def _submit_evaluation(workers: Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> bool:
     """Queue the (task, head seed) evaluations of ``candidate`` that have no record yet, as one job
     (they share its features); returns whether there were any."""
     recorded = _recorded_tasks(config, candidate, corpus)  # read the records and hash the checkpoint once
@@ -297,7 +297,7 @@ def _task_cuts(config: RunConfig, job: CompressionJob) -> list[Candidate]:
     import json
 
     from core.paths import CONVEXITY_FILE
-    from harness.compression.convexity import write_task_cut
+    from harness.compression.convexity.method import write_task_cut
     from tasks.registry import get_task
 
     if job.method != "convexity" or not config.task_cuts:
@@ -323,103 +323,6 @@ def _task_cuts(config: RunConfig, job: CompressionJob) -> list[Candidate]:
 
 def _seed_text(config: RunConfig, seed: int) -> str:
     return f" seed {seed}" if len(config.evaluation_seeds()) > 1 else ""
-
-
-class _Workers:
-    """Runs jobs in this process (``jobs == 1``) or in a pool of spawned worker processes.
-
-    Each worker gets an equal share of the CPU threads. ``results()`` yields ``(key, outcome)`` as
-    jobs finish, including jobs submitted while iterating; a job's exception is its outcome.
-    """
-
-    def __init__(self, jobs: int) -> None:
-        self.jobs = jobs
-        self._pool = None
-        self._pending: dict = {}
-        self._inline: list = []
-
-    def __enter__(self) -> _Workers:
-        if self.jobs > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            threads = max(1, (os.cpu_count() or 1) // self.jobs)
-            logger.info("running jobs in %d worker processes, %d torch thread(s) each", self.jobs, threads)
-            self._pool = ProcessPoolExecutor(
-                self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                initargs=(threads, logging.getLogger().getEffectiveLevel()),
-            )  # fmt: skip
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_on_sigterm)
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if self._pool is None:
-            return
-        signal.signal(signal.SIGTERM, self._previous_sigterm)
-        if exc_type is not None:
-            # Interrupted (SIGTERM, Ctrl-C) or failed: stop the workers now rather than let them
-            # finish their jobs unsupervised. Records are written then renamed, so a killed
-            # worker leaves none half-written, and a rerun resumes from the records that exist.
-            for process in list(getattr(self._pool, "_processes", {}).values()):
-                process.terminate()
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            return
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def submit(self, key: tuple, fn, *args) -> None:
-        if self._pool is None:
-            self._inline.append((key, fn, args))
-        else:
-            self._pending[self._pool.submit(fn, *args)] = key
-
-    def results(self):
-        while self._inline:
-            key, fn, args = self._inline.pop(0)
-            try:
-                outcome = fn(*args)
-            except Exception as err:  # noqa: BLE001 - handed to the caller as the outcome
-                outcome = err
-            yield key, outcome
-        from concurrent.futures import FIRST_COMPLETED, wait
-
-        while self._pending:
-            done, _ = wait(list(self._pending), return_when=FIRST_COMPLETED)
-            for future in done:
-                key = self._pending.pop(future)
-                error = future.exception()
-                yield key, error if error is not None else future.result()
-
-
-def _raise_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _init_worker(threads: int, level: int) -> None:
-    """Give a fresh worker its share of threads, for torch and for the BLAS/OpenMP pools that
-    numpy, scipy and scikit-learn load later (they read these variables when first loaded)."""
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-    _die_with_parent()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
-def _die_with_parent() -> None:
-    """On Linux, have the kernel send this worker SIGTERM when the ``harness run`` process dies,
-    even by SIGKILL, so no orphaned worker goes on writing records."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        logger.debug("prctl(PR_SET_PDEATHSIG) unavailable; workers outlive a killed parent")
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 @dataclass(frozen=True)
@@ -452,7 +355,7 @@ TEACHER_STAMP = "run_teacher.json"
 
 
 def _teacher_hash(config: RunConfig) -> str | None:
-    from harness.features import checkpoint_hash
+    from upstreams.identity import checkpoint_hash
 
     try:
         return checkpoint_hash(config.teacher)
@@ -500,7 +403,7 @@ def _compression_jobs(config: RunConfig) -> list[CompressionJob]:
     methods = [METHODS.get(name) for name in config.methods]
     sweep = config.budgets == "matched"
     targets = matched_targets(methods, config.teacher, config.sparsities) if sweep else config.sparsities
-    from harness.compression.convexity_options import DEFAULT_AVERAGE
+    from harness.compression.convexity.options import DEFAULT_AVERAGE
 
     jobs = []
     for method in methods:
@@ -532,10 +435,10 @@ def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> se
     """(task, head seed) pairs that already have a record for this (upstream, checkpoint, corpus,
     preset), made with the preset's current head and schedule."""
     from core.records import RecordIdentity, identity, load_records
-    from harness.evaluate import same_schedule
-    from harness.features import checkpoint_hash
+    from harness.evaluation.engine import same_schedule
     from tasks.corpora.manifest import CorpusInfo
     from tasks.registry import get_task
+    from upstreams.identity import checkpoint_hash
 
     info = CorpusInfo.read(corpus)
     ckpt_hash = checkpoint_hash(candidate.ckpt)
@@ -553,7 +456,8 @@ def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> se
 
 
 def _evaluate(config: RunConfig, candidate: Candidate, task: str, corpus: Path, seed: int) -> None:
-    from harness.evaluate import EvaluateConfig, evaluate
+    from harness.evaluation.config import EvaluateConfig
+    from harness.evaluation.engine import evaluate
 
     evaluate(
         EvaluateConfig(

@@ -1,7 +1,7 @@
 """Pieces every training recipe here shares: device and distributed set-up, the learning-rate
 schedule, resumable training state, and audio batches cut from a corpus.
 
-Recipes (``harness/pretrain.py``, ``harness/compression/distillation.py`` and its users) stay flat and readable;
+Recipes (``harness/pretrain.py``, ``harness/compression/distillation_recipe.py`` and its users) stay flat and readable;
 what they have in common lives here once.
 """
 
@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,22 +130,6 @@ def read_wav(path: str) -> np.ndarray:
     return audio.mean(axis=1)
 
 
-def crop_batches(
-    num_items: int, lengths: list[int], batch_size: int, max_samples: int, frame_stride: int, rng: np.random.Generator
-) -> Iterator[list[tuple[int, int, int]]]:
-    """Endless random batches of ``(item, start_sample, num_samples)``: each batch is cropped to its
-    shortest item (at most ``max_samples``), starts aligned to ``frame_stride`` so frame labels line up."""
-    while True:
-        items = rng.choice(num_items, size=batch_size, replace=num_items < batch_size)
-        size = min(max_samples, min(lengths[i] for i in items))
-        batch = []
-        for i in items:
-            room = (lengths[i] - size) // frame_stride
-            start = int(rng.integers(room + 1)) * frame_stride
-            batch.append((int(i), start, size))
-        yield batch
-
-
 def span_mask(
     batch: int, frames: int, mask_prob: float, span: int, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
@@ -172,53 +155,3 @@ def lr_factor_fn(total: int, warmup_fraction: float):
     return lambda step: warmup_linear_decay(step, total, warmup)
 
 
-
-def bucketed_batches(
-    lengths: list[int],
-    max_batch_samples: int,
-    max_crop_samples: int,
-    frame_stride: int,
-    seed: int,
-    rank: int = 0,
-    world_size: int = 1,
-    start: int = 0,
-) -> Iterator[list[tuple[int, int, int]]]:
-    """Endless length-bucketed batches of ``(item, start_sample, num_samples)`` for one process.
-
-    Every epoch sorts the items by length (equal lengths in a random order) and cuts the sorted
-    list into batches of at most ``max_batch_samples`` samples once each item is cropped to the
-    batch's shortest item (at most ``max_crop_samples``; crop starts aligned to ``frame_stride``);
-    the batch order is shuffled. Process ``rank`` of ``world_size`` takes every ``world_size``-th
-    batch, so all processes get as many batches. Batch ``n`` of a process is a function of
-    ``(seed, n)`` alone: ``start`` (batches this process already used) resumes exactly.
-    """
-    if max_batch_samples < 1 or max_crop_samples < 1 or not lengths:
-        raise ValueError("bucketed_batches needs items, max_batch_samples >= 1 and max_crop_samples >= 1")
-    ordered = sorted(lengths)
-    bounds, first = [], 0  # batch boundaries in the sorted order: the same in every epoch
-    while first < len(ordered):
-        crop = min(max_crop_samples, ordered[first])
-        size = max(1, min(len(ordered) - first, max_batch_samples // crop))
-        bounds.append((first, first + size))
-        first += size
-    per_process = len(bounds) // world_size
-    if per_process == 0:
-        raise ValueError(f"{len(bounds)} batches per epoch cannot be shared by {world_size} processes")
-    epoch, plan = -1, []
-    index = start
-    while True:
-        if index // per_process != epoch:
-            epoch = index // per_process
-            rng = np.random.default_rng([seed, epoch])
-            order = sorted(rng.permutation(len(lengths)).tolist(), key=lambda i: lengths[i])
-            plan = [order[a:b] for a, b in bounds]
-            plan = [plan[i] for i in rng.permutation(len(plan))]
-        items = plan[(index % per_process) * world_size + rank]
-        size = min(max_crop_samples, min(lengths[i] for i in items))
-        crop_rng = np.random.default_rng([seed, epoch, index, rank])
-        batch = []
-        for i in items:
-            room = (lengths[i] - size) // frame_stride
-            batch.append((int(i), int(crop_rng.integers(room + 1)) * frame_stride, size))
-        yield batch
-        index += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.compression.graph_convexity import ConvexityResult
+from harness.compression.convexity.graph import ConvexityResult
 
 
 def fake_result(score: float, pair_score: float | None = None) -> ConvexityResult:

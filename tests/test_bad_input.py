@@ -136,7 +136,7 @@ def test_compress_checks_its_options_before_any_work(options, says, tmp_path, ca
 
 
 def test_a_rule_that_does_not_exist_is_refused_at_once(capsys):
-    from harness.compression.methods import METHODS
+    from harness.compression.registry import METHODS
 
     with pytest.raises(SystemExit) as exit_:
         main(["compress", "--method", "convexity", "--rule", "foo", "--out", "x"])

@@ -6,7 +6,7 @@ import pytest
 
 from core.paths import CACHE_DIR
 from harness.cli import main as harness_main
-from harness.compression.methods import METHODS
+from harness.compression.registry import METHODS
 
 
 def _help(capsys, *argv: str) -> str:

@@ -9,7 +9,7 @@ import torch
 from convexity_fakes import fake_result  # tests/convexity_fakes.py
 
 from harness.cli import main as harness_main
-from harness.compression import convexity
+from harness.compression.convexity import method as convexity
 from upstreams import load_upstream, tiny_config
 from upstreams.checkpoint import load_compact, save_compact
 from upstreams.model import SpeechEncoder
@@ -78,7 +78,7 @@ def test_compress_keeps_layers_up_to_the_peak(synth_corpus, teacher, tmp_path, m
 
 
 def test_every_depth_is_written_with_the_rules_pick_marked(synth_corpus, teacher, tmp_path, monkeypatch):
-    from harness.compression.methods import METHODS, finished_checkpoints
+    from harness.compression.registry import METHODS, finished_checkpoints
 
     def fake_scores(layers, labels, config):  # peaks at hidden state 2: the rule keeps 2 layers
         return [fake_result(100.0 - 10 * abs(i - 2)) for i in range(len(layers))]

@@ -9,9 +9,11 @@ import torch
 from convexity_fakes import fake_result  # tests/convexity_fakes.py
 from resume_checks import assert_resumed_equals_whole  # tests/resume_checks.py
 
-from harness import training
-from harness.compression import convexity, convexity_dphubert, dphubert
-from harness.compression.hardconcrete import EncoderGates
+from harness import batching, training
+from harness.compression import convexity_dphubert
+from harness.compression.convexity import method as convexity
+from harness.compression.dphubert import method as dphubert
+from harness.compression.dphubert.hardconcrete import EncoderGates
 from upstreams.checkpoint import load_compact, save_compact
 from upstreams.model import SpeechEncoder, tiny_config
 
@@ -136,7 +138,7 @@ def test_killed_run_resumes_to_the_same_result_without_scoring_again(synth_corpu
     options = dict(preset="demo", device="cpu", sparsity=0.5, stage1_steps=10, stage2_steps=6, measure_cost=False,
                    **SCORING, **FAST)  # fmt: skip
     whole = convexity_dphubert.compress_convexity_dphubert(str(teacher_dir), tmp_path / "whole", corpus=synth_corpus, **options)
-    real_batches = training.bucketed_batches
+    real_batches = batching.bucketed_batches
     calls = {"n": 0}
 
     def killed(*args, **kwargs):  # in stage 1 after its first resume point, then in stage 2 before its first
@@ -147,7 +149,7 @@ def test_killed_run_resumes_to_the_same_result_without_scoring_again(synth_corpu
             yield batch
 
     resumed = tmp_path / "resumed"
-    monkeypatch.setattr(training, "bucketed_batches", killed)
+    monkeypatch.setattr(batching, "bucketed_batches", killed)
     scorings = peak_at["scorings"]
     with pytest.raises(KeyboardInterrupt):
         convexity_dphubert.compress_convexity_dphubert(str(teacher_dir), resumed, corpus=synth_corpus, **options)
@@ -155,7 +157,7 @@ def test_killed_run_resumes_to_the_same_result_without_scoring_again(synth_corpu
     with pytest.raises(KeyboardInterrupt):
         convexity_dphubert.compress_convexity_dphubert(str(teacher_dir), resumed, corpus=synth_corpus, **options)
     assert (resumed / "convexity_dphubert" / "pruned" / "config.json").is_file()
-    monkeypatch.setattr(training, "bucketed_batches", real_batches)
+    monkeypatch.setattr(batching, "bucketed_batches", real_batches)
     convexity_dphubert.compress_convexity_dphubert(str(teacher_dir), resumed, corpus=synth_corpus, **options)
     assert peak_at["scorings"] - scorings == 2  # scored once (two label types), not on each resume
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from core.registry import UnknownNameError
+from harness import finetune, finetune_model
 from harness.cli import main as harness_main
-from harness.compression import finetune
-from harness.compression.finetune import FinetuneConfig, finetune_pair
+from harness.finetune import FinetuneConfig, finetune_pair
 from tasks.corpora.manifest import ManifestError
 from upstreams import tiny_config
 from upstreams.checkpoint import load_compact, save_compact
@@ -73,7 +73,7 @@ def test_alternating_steps_learn_what_each_learns_alone(synth_corpus, tmp_path):
     task = finetune.check_task_data("sid", synth_corpus, "demo")
     config = finetune.resolve_schedule("demo", task.preset("demo"), schedule=FinetuneConfig(
         steps=6, batch_size=4, encoder_lr=1e-3, head_lr=1e-2, eval_every=3, warmup=0.0))  # fmt: skip
-    data = {split: finetune.read_split(task, synth_corpus, split) for split in ("train", "valid", "test")}
+    data = {split: finetune_model.read_split(task, synth_corpus, split) for split in ("train", "valid", "test")}
     task.fit_labels(data["train"].references)
     data["train"].targets = [task.encode(ref) for ref in data["train"].references]
     runtime = finetune.training.setup_runtime("cpu")
@@ -98,7 +98,7 @@ def test_a_killed_pair_resumes_as_if_never_stopped(synth_corpus, tmp_path, monke
     full = SpeechEncoder(tiny_config("hubert", dropout=0.1, attention_dropout=0.1)).eval()
     teacher, pruned = save_compact(full, tmp_path / "teacher"), save_compact(full.truncate(2), tmp_path / "pruned")
     config = FinetuneConfig(steps=8, batch_size=16, encoder_lr=1e-3, head_lr=1e-2, eval_every=3, warmup=0.0, max_train_seconds=1.0)
-    train_size = len(finetune.read_split(finetune.check_task_data("sid", synth_corpus, "demo"), synth_corpus, "train").paths)
+    train_size = len(finetune_model.read_split(finetune.check_task_data("sid", synth_corpus, "demo"), synth_corpus, "train").paths)
     assert config.steps * config.batch_size > train_size  # the run crosses an epoch, whose batches the state must carry
 
     def run(out, state_dir=None):

@@ -1,9 +1,8 @@
 """The fine-tuning study: per task its convexity cut against the full teacher, with paired intervals
-and the paper's claims beside (leaderboard/finetune_study.py, benchmarks/convexity_finetune.py)."""
+and the paper's claims beside (studies/finetune_table.py, studies/convexity_finetune.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.compression import finetune
-from harness.compression.convexity import LayerScores
-from leaderboard.finetune_study import build_study, to_csv, to_markdown
+from harness import finetune
+from harness.compression.convexity.method import LayerScores
+from studies import convexity_finetune
+from studies.finetune_table import build_study, to_csv, to_markdown
 from upstreams import tiny_config
 from upstreams.checkpoint import save_compact
 from upstreams.model import SpeechEncoder
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "convexity_finetune.py"
+REPO = Path(__file__).resolve().parents[1]
 CUTS = {"sid": {"label": "speaker", "kept_layers": 2, "teacher_layers": 4},
         "asr": {"label": "word", "kept_layers": 4, "teacher_layers": 4}}  # fmt: skip
 
@@ -62,10 +62,7 @@ def test_a_clearly_worse_cut_is_significantly_worse_and_a_slower_one_takes_more_
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("convexity_finetune", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return convexity_finetune
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -118,7 +115,7 @@ def test_the_study_cuts_per_task_fine_tunes_both_and_resumes(synth_corpus, tmp_p
 def test_the_published_study_is_its_reports_tabulated():
     """leaderboard/published/convexity-finetune-12l: table.md and table.csv are what the committed reports
     give (never edited by hand), and study.json names the machine of every one of them."""
-    root = SCRIPT.parents[1] / "leaderboard" / "published" / "convexity-finetune-12l"
+    root = REPO / "leaderboard" / "published" / "convexity-finetune-12l"
     study = json.loads((root / "study.json").read_text())
     reports = [json.loads(path.read_text()) for path in sorted(root.glob("runs/*/seed-*/finetune-*.json"))]
     assert {r["task"]["name"] for r in reports} == set(study["cuts"]) == {"sid", "pr", "asr", "slu", "ks"}

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from resume_checks import assert_resumed_equals_whole  # tests/resume_checks.py
 
-from harness import training
-from harness.compression import distill, dphubert
+from harness import batching, training
+from harness.compression import distill
+from harness.compression.dphubert import method as dphubert
 from upstreams.checkpoint import load_compact, save_compact
 from upstreams.model import SpeechEncoder, base_config, tiny_config
 
@@ -111,14 +112,14 @@ def test_prediction_loss_is_l1_minus_log_sigmoid_cosine_summed_over_heads():
 # ---------------------------------------------------------------------- the recipe
 @pytest.mark.parametrize("loss", ["prediction", "layer2layer"])
 def test_short_run_meets_the_budget_on_dphuberts_batches_and_loads_in_s3prl(loss, synth_corpus, teacher_dir, tmp_path, monkeypatch):
-    real_batches, seen = training.bucketed_batches, {}
+    real_batches, seen = batching.bucketed_batches, {}
 
     def recording(*args, **kwargs):
         for batch in real_batches(*args, **kwargs):
             seen.setdefault(recording.method, []).append(batch)
             yield batch
 
-    monkeypatch.setattr(training, "bucketed_batches", recording)
+    monkeypatch.setattr(batching, "bucketed_batches", recording)
     options = dict(preset="demo", device="cpu", sparsity=0.45, stage1_steps=5, stage2_steps=3, measure_cost=False, **FAST)
     recording.method = "distill"
     out = distill.compress_distill(str(teacher_dir), tmp_path / "distill", corpus=synth_corpus, loss=loss, **options)
@@ -153,7 +154,7 @@ def test_short_run_meets_the_budget_on_dphuberts_batches_and_loads_in_s3prl(loss
 def test_killed_run_resumes_to_the_same_result(synth_corpus, teacher_dir, tmp_path, monkeypatch):
     options = dict(preset="demo", device="cpu", sparsity=0.6, stage1_steps=10, stage2_steps=6, measure_cost=False, **FAST)
     whole = distill.compress_distill(str(teacher_dir), tmp_path / "whole", corpus=synth_corpus, **options)
-    real_batches = training.bucketed_batches
+    real_batches = batching.bucketed_batches
 
     def killed_at(stage, index):
         def batches(*args, **kwargs):
@@ -167,14 +168,14 @@ def test_killed_run_resumes_to_the_same_result(synth_corpus, teacher_dir, tmp_pa
     resumed = tmp_path / "resumed"
     # killed after stage 1's first resume point, in stage 2 before its first, then after it
     for stage, index, saved in ((1, 6, "stage1.pt"), (2, 3, None), (2, 5, "stage2.pt")):
-        monkeypatch.setattr(training, "bucketed_batches", killed_at(stage, index))
+        monkeypatch.setattr(batching, "bucketed_batches", killed_at(stage, index))
         with pytest.raises(KeyboardInterrupt):
             distill.compress_distill(str(teacher_dir), resumed, corpus=synth_corpus, **options)
         if saved:
             assert training.load_state(resumed / "distill" / saved)["step"] == 4
         else:
             assert not (resumed / "distill" / "stage2.pt").exists()
-    monkeypatch.setattr(training, "bucketed_batches", real_batches)
+    monkeypatch.setattr(batching, "bucketed_batches", real_batches)
     distill.compress_distill(str(teacher_dir), resumed, corpus=synth_corpus, **options)
 
     assert_resumed_equals_whole(whole, resumed, "distill", steps=(10, 6))

@@ -14,9 +14,9 @@ import pytest
 import torch
 from resume_checks import assert_resumed_equals_whole  # tests/resume_checks.py
 
-from harness import training
-from harness.compression import dphubert
-from harness.compression.hardconcrete import EncoderGates, HardConcrete
+from harness import batching, training
+from harness.compression.dphubert import method as dphubert
+from harness.compression.dphubert.hardconcrete import EncoderGates, HardConcrete
 from upstreams.checkpoint import load_compact, save_compact
 from upstreams.model import SpeechEncoder, tiny_config
 
@@ -236,7 +236,7 @@ def test_killed_run_resumes_to_the_same_result(synth_corpus, teacher_dir, tmp_pa
     options = dict(preset="demo", device="cpu", sparsity=0.6, stage1_steps=10, stage2_steps=6, measure_cost=False, **FAST)
     whole = dphubert.compress_dphubert(str(teacher_dir), tmp_path / "whole", corpus=synth_corpus, **options)
 
-    real_batches = training.bucketed_batches
+    real_batches = batching.bucketed_batches
     calls = {"n": 0}
 
     def killed_in_stage_2(*args, **kwargs):
@@ -253,15 +253,15 @@ def test_killed_run_resumes_to_the_same_result(synth_corpus, teacher_dir, tmp_pa
             yield batch
 
     resumed = tmp_path / "resumed"
-    monkeypatch.setattr(training, "bucketed_batches", killed_in_stage_1)
+    monkeypatch.setattr(batching, "bucketed_batches", killed_in_stage_1)
     with pytest.raises(KeyboardInterrupt):
         dphubert.compress_dphubert(str(teacher_dir), resumed, corpus=synth_corpus, **options)
     assert training.load_state(resumed / "dphubert" / "stage1.pt")["step"] == 4
-    monkeypatch.setattr(training, "bucketed_batches", killed_in_stage_2)
+    monkeypatch.setattr(batching, "bucketed_batches", killed_in_stage_2)
     with pytest.raises(KeyboardInterrupt):
         dphubert.compress_dphubert(str(teacher_dir), resumed, corpus=synth_corpus, **options)
     assert (resumed / "dphubert" / "pruned" / "config.json").is_file()  # the stage boundary was saved
-    monkeypatch.setattr(training, "bucketed_batches", real_batches)
+    monkeypatch.setattr(batching, "bucketed_batches", real_batches)
     dphubert.compress_dphubert(str(teacher_dir), resumed, corpus=synth_corpus, **options)
 
     assert_resumed_equals_whole(whole, resumed, "dphubert", steps=(10, 6))
@@ -275,8 +275,8 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch, torch.distributed as dist
     from harness import training
-    from harness.compression import dphubert
-    from harness.compression.hardconcrete import EncoderGates
+    from harness.compression.dphubert import method as dphubert
+    from harness.compression.dphubert.hardconcrete import EncoderGates
     from upstreams.checkpoint import load_compact
 
     teacher_dir, corpus, out = sys.argv[1:4]
@@ -367,7 +367,7 @@ def test_options_and_presets():
 
 def test_compress_command_passes_every_dphubert_option(tmp_path, monkeypatch, caplog):
     from harness.cli import main as harness_main
-    from harness.compression.methods import METHODS
+    from harness.compression.registry import METHODS
 
     calls = []
 
@@ -413,14 +413,14 @@ def test_compress_command_passes_every_dphubert_option(tmp_path, monkeypatch, ca
 
 def test_bucketed_batches_resume_and_split_between_processes():
     lengths = [int(x) for x in np.random.default_rng(0).integers(8000, 48000, size=40)]
-    whole = list(zip(range(30), training.bucketed_batches(lengths, 64000, 32000, 320, seed=3), strict=False))
-    later = training.bucketed_batches(lengths, 64000, 32000, 320, seed=3, start=17)
+    whole = list(zip(range(30), batching.bucketed_batches(lengths, 64000, 32000, 320, seed=3), strict=False))
+    later = batching.bucketed_batches(lengths, 64000, 32000, 320, seed=3, start=17)
     assert [next(later) for _ in range(13)] == [b for _, b in whole[17:]]
     for batch in (b for _, b in whole):
         size = batch[0][2]
         assert all(n == size and start % 320 == 0 and start + n <= lengths[i] for i, start, n in batch)
         assert len(batch) * size <= 64000 or len(batch) == 1
-    rank0 = training.bucketed_batches(lengths, 64000, 32000, 320, seed=3, rank=0, world_size=2)
-    rank1 = training.bucketed_batches(lengths, 64000, 32000, 320, seed=3, rank=1, world_size=2)
+    rank0 = batching.bucketed_batches(lengths, 64000, 32000, 320, seed=3, rank=0, world_size=2)
+    rank1 = batching.bucketed_batches(lengths, 64000, 32000, 320, seed=3, rank=1, world_size=2)
     first0, first1 = next(rank0), next(rank1)
     assert {i for i, _, _ in first0}.isdisjoint({i for i, _, _ in first1})

@@ -12,9 +12,11 @@ from torch import nn
 
 from core.records import load_records, write_record
 from core.registry import UnknownNameError
+from harness.batching import BucketedBatches
 from harness.cli import main
-from harness.evaluate import BucketedBatches, EvaluateConfig, evaluate
-from harness.provenance import build_record
+from harness.evaluation.config import EvaluateConfig
+from harness.evaluation.engine import evaluate
+from harness.evaluation.provenance import build_record
 from tasks.corpora.manifest import CorpusInfo
 from tasks.registry import get_task
 

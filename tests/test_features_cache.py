@@ -14,14 +14,10 @@ import torch
 from torch import nn
 
 from core.files import sha256_file
-from harness.features import (
-    FeatureCache,
-    UpstreamSpec,
-    audio_identity,
-    checkpoint_hash,
-    entry_key,
-    read_checksums,
-)
+from harness.evaluation.cache import FeatureCache
+from harness.evaluation.entries import UpstreamSpec, entry_key
+from tasks.corpora.checksums import audio_identity, read_checksums
+from upstreams.identity import checkpoint_hash
 
 STRIDE = 160
 LAYERS = 3
@@ -225,9 +221,9 @@ def _files(entry):
 
 @pytest.mark.parametrize("kind", ["frames", "pooled"])
 def test_a_killed_extraction_resumes_from_its_last_verified_chunk(tmp_path, wavs, monkeypatch, kind):
-    import harness.features
+    import harness.evaluation.extraction
 
-    monkeypatch.setattr(harness.features, "CHUNK_BYTES", 1)  # every utterance is a chunk
+    monkeypatch.setattr(harness.evaluation.extraction, "CHUNK_BYTES", 1)  # every utterance is a chunk
     whole = _extract(FeatureCache(tmp_path / "whole"), wavs, kind, CountingUpstream())
     cache = FeatureCache(tmp_path / "cache")
     crashing = CountingUpstream(fail_on_batch=3)
@@ -243,9 +239,9 @@ def test_a_killed_extraction_resumes_from_its_last_verified_chunk(tmp_path, wavs
 
 
 def test_a_chunk_that_fails_its_check_is_recomputed(tmp_path, wavs, monkeypatch):
-    import harness.features
+    import harness.evaluation.extraction
 
-    monkeypatch.setattr(harness.features, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(harness.evaluation.extraction, "CHUNK_BYTES", 1)
     whole = _extract(FeatureCache(tmp_path / "whole"), wavs, "frames", CountingUpstream())
     cache = FeatureCache(tmp_path / "cache")
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -83,7 +83,7 @@ def test_a_checkpoint_that_cannot_be_written_is_saved_elsewhere(tmp_path, monkey
 def test_compress_out_on_a_full_disk_is_one_line(synth_corpus, tmp_path, monkeypatch, caplog):
     import safetensors.torch
 
-    import harness.compression.convexity as convexity
+    import harness.compression.convexity.method as convexity
 
     def compress(teacher, out, **options):  # the method's work done, its checkpoint is written
         return save_compact(SpeechEncoder(tiny_config("hubert")), out)
@@ -105,13 +105,14 @@ def test_compress_out_on_a_full_disk_is_one_line(synth_corpus, tmp_path, monkeyp
 
 
 def test_a_full_feature_cache_is_one_line_naming_the_cache(synth_corpus, tmp_path, monkeypatch, caplog):
-    import harness.features
+    import harness.evaluation.entries
+    import harness.evaluation.extraction
 
     def full(*args, **kwargs):
         raise FULL
 
-    for kind in harness.features.ENTRY_KINDS:  # SID reads pooled statistics, made as frames are
-        monkeypatch.setitem(harness.features.WRITERS, kind, full)
+    for kind in harness.evaluation.entries.ENTRY_KINDS:  # SID reads pooled statistics, made as frames are
+        monkeypatch.setitem(harness.evaluation.extraction.WRITERS, kind, full)
     command = ["evaluate", "--upstream", "fbank", "--tasks", "sid", "--corpus", str(synth_corpus), "--max-steps", "1",
                "--cache", str(tmp_path / "cache"), "--records", str(tmp_path / "records")]  # fmt: skip
     with caplog.at_level(logging.ERROR):

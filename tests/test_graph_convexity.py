@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import dijkstra
 
-from harness.compression.graph_convexity import (
+from harness.compression.convexity.graph import (
     ConvexityConfig,
     _orient_pairs,  # internals (source choice, early stop), checked below
     _PairsBySource,
@@ -19,7 +19,7 @@ from harness.compression.graph_convexity import (
     path_scores,
     sample_class_pairs,
 )
-from harness.compression.layer_scores import (
+from harness.compression.convexity.layer_scores import (
     block_influence,
     cka_per_layer,
     linear_cka,

@@ -8,8 +8,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from harness.compression.convexity_plot import plot_convexity
-from harness.compression.layer_selection import choose_hidden_state, plateau_tolerance, select_layers
+from harness.compression.convexity.plot import plot_convexity
+from harness.compression.convexity.selection import choose_hidden_state, plateau_tolerance, select_layers
 
 # Rises fast to 80 at hidden state 4, creeps to a peak of 81.5 at 7, then falls.
 SLOW_PEAK = [10.0, 30.0, 55.0, 72.0, 80.0, 80.5, 81.0, 81.5, 75.0, 60.0, 50.0, 45.0, 40.0]

@@ -14,7 +14,7 @@ import pytest
 
 from core.records import Record, load_records, write_record
 from harness.cli import main
-from harness.provenance import build_record
+from harness.evaluation.provenance import build_record
 from leaderboard.aggregate import SCORE_COLUMN, build_leaderboard, superb_score
 from leaderboard.render import FILE_NAMES, to_csv, to_html, to_markdown
 

@@ -9,14 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from harness import plan as plan_module
 from harness.cli import main
-from harness.evaluate import DownstreamModel, SplitData, collate
-from harness.features import FeatureCache, UpstreamSpec, audio_identity, checkpoint_hash, probe_shape
-from harness.online import OnlineSet
+from harness.evaluation import plan as plan_module
+from harness.evaluation.cache import FeatureCache
+from harness.evaluation.entries import UpstreamSpec
+from harness.evaluation.extraction import probe_shape
+from harness.evaluation.heads import DownstreamModel, SplitData, collate
+from harness.evaluation.online import OnlineSet
+from tasks.corpora.checksums import audio_identity
 from tasks.corpora.manifest import read_manifest
 from tasks.registry import get_task
 from upstreams.checkpoint import save_compact
+from upstreams.identity import checkpoint_hash
 from upstreams.model import SpeechEncoder, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,11 +9,16 @@ import pytest
 import torch
 
 from core.records import load_records
-from harness.evaluate import DownstreamModel, EvaluateConfig, SplitData, collate, evaluate, feature_kind
-from harness.features import FeatureCache, UpstreamSpec, audio_identity, checkpoint_hash
+from harness.evaluation.cache import FeatureCache
+from harness.evaluation.config import EvaluateConfig
+from harness.evaluation.engine import evaluate, feature_kind
+from harness.evaluation.entries import UpstreamSpec
+from harness.evaluation.heads import DownstreamModel, SplitData, collate
+from tasks.corpora.checksums import audio_identity
 from tasks.corpora.manifest import read_manifest
 from tasks.registry import get_task
 from upstreams.checkpoint import save_compact
+from upstreams.identity import checkpoint_hash
 from upstreams.model import SpeechEncoder, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

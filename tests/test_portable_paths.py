@@ -9,7 +9,7 @@ from pathlib import Path
 
 from core.paths import portable_command, portable_path, repo_root
 from core.records import load_record, write_record
-from harness.provenance import build_record
+from harness.evaluation.provenance import build_record
 from leaderboard.aggregate import build_leaderboard
 from leaderboard.convexity import convexity_candidates
 from leaderboard.render import to_html

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from core.records import load_records
-from harness.evaluate import EvaluateConfig, evaluate, prefix_parent
-from harness.features import FeatureSet, LayerPrefix
+from harness.evaluation.config import EvaluateConfig
+from harness.evaluation.engine import evaluate, prefix_parent
+from harness.evaluation.entries import FeatureSet, LayerPrefix
 from upstreams import tiny_config
 from upstreams.checkpoint import load_compact, save_compact
 from upstreams.model import SpeechEncoder

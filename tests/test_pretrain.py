@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from harness import batching, training
 from harness import pretrain as recipe
-from harness import training
 from upstreams.checkpoint import load_compact
 
 SMALL = dict(
@@ -67,7 +67,7 @@ def test_unmasked_frames_add_their_own_loss(synth_corpus, tmp_path):
 def test_killed_run_resumes_from_last_state(synth_corpus, tmp_path, monkeypatch):
     out = tmp_path / "pt"
     overrides = {**SMALL, "steps": [12, 6]}
-    real_batches = training.crop_batches
+    real_batches = batching.crop_batches
 
     def killed_after_8(*args, **kwargs):
         for i, batch in enumerate(real_batches(*args, **kwargs)):
@@ -75,12 +75,12 @@ def test_killed_run_resumes_from_last_state(synth_corpus, tmp_path, monkeypatch)
                 raise KeyboardInterrupt
             yield batch
 
-    monkeypatch.setattr(training, "crop_batches", killed_after_8)
+    monkeypatch.setattr(batching, "crop_batches", killed_after_8)
     with pytest.raises(KeyboardInterrupt):
         recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides=overrides)
     state = training.load_state(out / "iter1" / "state.pt")
     assert state["step"] == 5  # saved every 5 steps; steps 6-8 are lost and redone
-    monkeypatch.setattr(training, "crop_batches", real_batches)
+    monkeypatch.setattr(batching, "crop_batches", real_batches)
     recipe.pretrain(synth_corpus, out, "tiny", device="cpu", overrides=overrides)
     steps = [json.loads(line)["step"] for line in (out / "iter1" / "log.jsonl").read_text().splitlines()]
     assert steps == [*range(1, 9), *range(6, 13)]

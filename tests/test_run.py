@@ -12,7 +12,7 @@ import torch
 from core.records import load_records
 from harness import run as pipeline
 from harness.cli import main as harness_main
-from harness.compression import methods
+from harness.compression import registry as methods
 from upstreams import tiny_config
 from upstreams.checkpoint import save_compact
 from upstreams.model import SpeechEncoder
@@ -123,7 +123,7 @@ def test_an_output_option_naming_a_file_fails_before_any_work(tmp_path, teacher,
 
 
 def test_matched_budgets_give_every_depth_and_dphubert_at_each_size(synth_corpus, teacher, tmp_path, monkeypatch):
-    from harness.compression import dphubert_options
+    from harness.compression.dphubert import options as dphubert_options
 
     short = dataclasses.replace(dphubert_options.PRESETS["demo"], stage1_steps=12, stage2_steps=3)
     monkeypatch.setitem(dphubert_options.PRESETS, "demo", short)
@@ -197,7 +197,7 @@ def test_the_main_command_runs_only_the_methods_declared_for_it():
 def test_each_task_is_also_evaluated_on_its_own_convexity_cut(synth_corpus, teacher, tmp_path, monkeypatch):
     from convexity_fakes import fake_result  # tests/convexity_fakes.py
 
-    from harness.compression import convexity
+    from harness.compression.convexity import method as convexity
     from leaderboard.aggregate import build_leaderboard
     from leaderboard.render import to_markdown
 
@@ -230,7 +230,7 @@ def test_each_task_is_also_evaluated_on_its_own_convexity_cut(synth_corpus, teac
 def test_a_rule_that_keeps_every_layer_is_not_evaluated_again(synth_corpus, teacher, tmp_path, monkeypatch, caplog):
     from convexity_fakes import fake_result
 
-    from harness.compression import convexity
+    from harness.compression.convexity import method as convexity
 
     def rising(layers, labels, config):  # convexity grows to the last state: the rule keeps every layer
         return [fake_result(10.0 * i) for i in range(len(layers))]

@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 # A parent that starts two workers, each sleeping a minute, prints their pids and waits for them.
 PARENT = """
 import time
-from harness.run import _Workers
+from harness.workers import Workers
 
-with _Workers(2) as workers:
+with Workers(2) as workers:
     workers.submit(("a",), time.sleep, 60)
     workers.submit(("b",), time.sleep, 60)
     deadline = time.time() + 60

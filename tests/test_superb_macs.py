@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_corpora_real import build_librispeech  # tests/test_corpora_real.py: the tiny tree
 
-from harness import superb_macs
 from harness.cli import main
+from harness.evaluation import superb_macs
 from tasks.audio import load_audio
 from tasks.corpora import PREPARERS
 from tasks.corpora.manifest import read_manifest

@@ -12,6 +12,7 @@ import pytest
 from harness.cli import main as harness_main
 from tasks.audio import load_audio
 from tasks.corpora import synth, synth_audio
+from tasks.corpora.checksums import verify_corpus
 from tasks.corpora.espeak import VoiceSettings, get_espeak, phonemize
 from tasks.corpora.manifest import (
     CHECKSUMS,
@@ -90,7 +91,7 @@ def test_checksums_and_info(synth_corpus):
     assert len(lines) == sum(len(read_manifest(synth_corpus, t, s)) for t in ("sid", "slu", "words") for s in SPLITS)
     assert info.params["preset"] == "micro" and info.params["seed"] == 0
     assert info.hours * 60 > 5
-    assert synth.verify_corpus(synth_corpus) == []
+    assert verify_corpus(synth_corpus) == []
 
 
 def test_same_seed_identical_other_seed_different(synth_corpus, tmp_path):
@@ -154,7 +155,7 @@ def test_verify_detects_tampering(tmp_path, synth_corpus):
     shutil.copytree(synth_corpus, copy)
     rel = (copy / CHECKSUMS).read_text().splitlines()[0].split("  ")[1]
     (copy / rel).write_bytes(b"RIFF" + b"\0" * 100)
-    assert synth.verify_corpus(copy) == [rel]
+    assert verify_corpus(copy) == [rel]
 
 
 def test_voice_variants_are_deterministic():

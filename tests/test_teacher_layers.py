@@ -1,21 +1,14 @@
-"""benchmarks/teacher_layers.py: the per-hidden-state table of a teacher's model card."""
+"""studies/teacher_layers.py: the per-hidden-state table of a teacher's model card."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-from harness.compression.convexity import LayerScores
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "teacher_layers.py"
+from harness.compression.convexity.method import LayerScores
+from studies import teacher_layers as script
 
 
 def test_the_table_has_a_row_per_hidden_state_both_averages_and_the_peaks():
-    spec = importlib.util.spec_from_file_location("teacher_layers", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     classes = {"speaker": [70.0, 80.0, 90.0, 85.0], "word": [50.0, 60.0, 65.0, 75.0]}
     pairs = {"speaker": [71.0, 81.0, 92.0, 86.0], "word": [52.0, 61.0, 66.0, 77.0]}
     probes = {"speaker": [0.8, 0.85, 0.9, 0.88], "word": [0.5, 0.6, 0.7, 0.8]}
@@ -30,9 +23,6 @@ def test_the_table_has_a_row_per_hidden_state_both_averages_and_the_peaks():
 
 
 def test_an_output_that_is_a_file_is_refused_before_the_scoring(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("teacher_layers", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     monkeypatch.setattr(script, "cached_score_layers", lambda *a, **k: pytest.fail("scored"))
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(ValueError, match="--out .*a-file: this is a file"):

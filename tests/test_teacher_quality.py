@@ -1,19 +1,14 @@
-"""benchmarks/teacher_quality.py: the teacher against FBANK with paired intervals."""
+"""studies/teacher_quality.py: the teacher against FBANK with paired intervals."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "teacher_quality.py"
+from studies import teacher_quality
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("teacher_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return teacher_quality
 
 
 def _record(errors: list[int]) -> SimpleNamespace:

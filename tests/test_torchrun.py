@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.features import FeatureSet
+from harness.evaluation.entries import FeatureSet
 from upstreams.checkpoint import save_compact
 from upstreams.model import SpeechEncoder, tiny_config
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.evaluate import check_checkpoint, known_upstreams
+from upstreams.s3prl_hub import check_checkpoint, known_upstreams
 from upstreams.safe_load import UnsafeCheckpointError
 
 
@@ -54,7 +54,8 @@ def test_a_directory_holding_an_unsafe_file_is_refused(evil, caplog):
 
 
 def test_the_engine_refuses_too(evil):
-    from harness.evaluate import EvaluateConfig, evaluate
+    from harness.evaluation.config import EvaluateConfig
+    from harness.evaluation.engine import evaluate
 
     path, marker = evil
     config = EvaluateConfig(upstream="distiller_local", tasks=["asr"], corpus=path.parent, ckpt=str(path))

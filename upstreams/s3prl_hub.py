@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from core.registry import UnknownNameError
 from upstreams.importers import check_source, load_upstream
 
 logger = logging.getLogger(__name__)
@@ -139,3 +140,91 @@ def register(hub=None) -> list[str]:
     for name, factory in ENTRIES.items():
         setattr(hub, name, factory)
     return sorted(ENTRIES)
+
+
+# ------------------------------------------------------- names and trust checks (the harness uses these)
+
+
+def known_upstreams() -> list[str]:
+    """The upstream entries of ``s3prl.hub`` (ours included): what ``s3prl.hub.options()`` lists, less
+    what is no entry at all (classes such as ``Path``, s3prl's conversion helpers)."""
+    import inspect
+
+    from s3prl import hub
+
+    register(hub)  # ours: pruned_hubert, ... (``import upstreams`` has done it already where s3prl is imported after it)
+
+    def is_entry(name: str) -> bool:
+        value = getattr(hub, name)
+        module = getattr(value, "__module__", "") or ""
+        helper = module.startswith("s3prl.") and not module.endswith(".hubconf")
+        return inspect.isfunction(value) and not helper
+
+    return sorted(name for name in hub.options() if is_entry(name))
+
+
+def check_upstream_name(name: str) -> None:
+    """Raise :class:`UnknownNameError` listing the known names when ``name`` is not an s3prl hub entry."""
+    known = known_upstreams()
+    if name not in known:
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(f"unknown upstream {name!r}.{hint} Known upstreams: {', '.join(known)}.")
+
+
+def check_checkpoint(name: str, ckpt: str | None, trust: bool = False) -> None:
+    """Refuse to hand ``ckpt`` to s3prl's entry ``name`` unless it loads without running code.
+
+    s3prl's own builders may unpickle a checkpoint (``torch.load(weights_only=False)``), so a file
+    (or every weights file of a directory) must load as safetensors or with ``weights_only=True``
+    first; a checkpoint that is no local path (a URL) cannot be checked before the entry downloads
+    and opens it. ``trust`` (``--trust-checkpoint``) skips the check. Our own entries
+    (``pruned_*``) never unpickle; for them, what loading would refuse (a missing, damaged or
+    other-family checkpoint) is raised here, before any work.
+    """
+    from upstreams.importers import check_local_path
+    from upstreams.s3prl_hub import ENTRIES, check_entry_checkpoint
+    from upstreams.safe_load import UnsafeCheckpointError
+    from upstreams.safe_load import check_checkpoint as check_safe
+
+    if ckpt is not None:
+        check_local_path(ckpt, "--ckpt")
+    if name in ENTRIES:
+        check_entry_checkpoint(name, ckpt)
+        return
+    if ckpt is None or trust:
+        return
+    advice = "pass --trust-checkpoint if you trust its source (unpickling can run any code)"
+    path = Path(ckpt).expanduser()
+    if not path.exists() and name.endswith("_local"):
+        raise FileNotFoundError(f"--ckpt {ckpt}: no such file or directory ({name} takes a local path)")
+    if not path.exists():
+        raise UnsafeCheckpointError(
+            f"--ckpt {ckpt}: not a local file or directory, so it cannot be checked before s3prl's {name} "
+            f"fetches and opens it; download it and give the local path, or {advice}"
+        )
+    try:
+        check_safe(path)
+    except UnsafeCheckpointError as err:
+        raise UnsafeCheckpointError(
+            f"--ckpt {ckpt} does not load with torch.load(weights_only=True) ({err.reason}), and s3prl's {name} "
+            f"may unpickle it; it was not opened: {advice}"
+        ) from None
+    except ValueError as err:  # neither safetensors nor a torch.save file: nothing tells what loading it runs
+        raise ValueError(f"--ckpt: {err}; it could not be checked, so s3prl's {name} was not given it: {advice}") from None
+
+
+def build_upstream(name: str, ckpt: str | None) -> nn.Module:
+    """An ``s3prl.nn.S3PRLUpstream`` for hub entry ``name`` (local checkpoint ``ckpt`` if given), frozen.
+
+    The engine checks ``ckpt`` first (:func:`check_checkpoint`, in :func:`setup`).
+    """
+    from s3prl.nn import S3PRLUpstream
+
+    check_upstream_name(name)
+    upstream = S3PRLUpstream(name, path_or_url=ckpt)
+    upstream.requires_grad_(False)
+    return upstream.eval()
+

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from core.paths import CACHE_DIR
-from harness.compression.methods import METHODS
+from harness.compression.registry import METHODS
 from harness.devices import DEFAULT_DEVICE, DEVICE_HELP
 from tasks.corpora.resolve import DEFAULT_CORPUS, SPEC_HELP
 from tasks.schedules import DEFAULT_SCHEDULE, SCHEDULES

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness.commands import check_directories, default_of, defaulted, set_torch_threads
 from harness.devices import DEVICE_HELP
-from harness.evaluate_config import UTTERANCE_FEATURES, EvaluateConfig
+from harness.evaluation.config import UTTERANCE_FEATURES, EvaluateConfig
 from tasks.benchmarks import DEFAULT_BENCHMARK, get_benchmark
 from tasks.corpora.resolve import DEFAULT_CORPUS, resolve_corpus
 from tasks.schedules import SCHEDULES, schedule_help
@@ -98,9 +98,10 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from harness.devices import resolve_device
-    from harness.evaluate import check_checkpoint, check_upstream_name, evaluate
-    from harness.plan import resolve_budget
+    from harness.evaluation.engine import evaluate
+    from harness.evaluation.plan import resolve_budget
     from tasks.registry import get_task
+    from upstreams.s3prl_hub import check_checkpoint, check_upstream_name
 
     # every option is checked before any work (corpus generation, model loading, extraction)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         trust_checkpoint=args.trust_checkpoint,
     )
     if args.plan:
-        from harness.evaluate import plan
+        from harness.evaluation.engine import plan
 
         print(plan(config))
         return 0

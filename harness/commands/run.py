@@ -27,8 +27,8 @@ A rerun skips what is finished: compact checkpoints, cached features and records
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from harness.compression.convexity_options import AVERAGES
-    from harness.compression.methods import METHODS
+    from harness.compression.convexity.options import AVERAGES
+    from harness.compression.registry import METHODS
     from harness.run import BUDGETS
     from harness.run import RunConfig as D  # every option's default is its field's (torch-free import)
 

@@ -45,8 +45,8 @@ from pathlib import Path
 
 from core.files import write_json
 from core.paths import CONVEXITY_FILE, portable_path
-from harness.compression.convexity import cached_score_layers
-from harness.compression.convexity_options import (
+from harness.compression.convexity.method import cached_score_layers
+from harness.compression.convexity.options import (
     AVERAGES,
     DEFAULT_AVERAGE,
     DEFAULT_LABELS,
@@ -54,11 +54,17 @@ from harness.compression.convexity_options import (
     MAX_POINTS,
     parse_labels,
 )
-from harness.compression.convexity_plot import plot_convexity
-from harness.compression.distillation import RecipeRun, check_layers, finish_run, load_teacher, start_run
-from harness.compression.dphubert import default_distill_layers, prune_and_distill
-from harness.compression.dphubert_options import DPHuBERTConfig, resolve_config
-from harness.compression.layer_selection import RULES, select_layers
+from harness.compression.convexity.plot import plot_convexity
+from harness.compression.convexity.selection import RULES, select_layers
+from harness.compression.distillation_recipe import (
+    RecipeRun,
+    check_layers,
+    finish_run,
+    load_teacher,
+    start_run,
+)
+from harness.compression.dphubert.method import default_distill_layers, prune_and_distill
+from harness.compression.dphubert.options import DPHuBERTConfig, resolve_config
 from upstreams.model import SpeechEncoder
 
 logger = logging.getLogger(__name__)

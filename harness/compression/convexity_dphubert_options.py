@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 
-from harness.compression.convexity_options import DEFAULT_LABELS, DEFAULT_RULE, add_scoring_arguments
-from harness.compression.dphubert_options import DPHuBERTConfig
-from harness.compression.dphubert_options import add_arguments as add_dphubert_arguments
+from harness.compression.convexity.options import DEFAULT_LABELS, DEFAULT_RULE, add_scoring_arguments
+from harness.compression.dphubert.options import DPHuBERTConfig
+from harness.compression.dphubert.options import add_arguments as add_dphubert_arguments
 
 __all__ = ["DEFAULT_LABELS", "DEFAULT_RULE", "add_arguments"]
 
@@ -43,8 +43,8 @@ def check_options(preset: str, options: dict, teacher=None) -> None:
     """Refuse, before any work, what ``compress_convexity_dphubert`` would refuse of its options:
     convexity's scoring options and DPHuBERT's pruning ones (the depth, chosen from the corpus, is
     not known before the scoring, so ``--distill-layers`` are checked against the whole teacher)."""
-    from harness.compression.convexity_options import check_options as check_scoring
-    from harness.compression.dphubert_options import check_options as check_pruning
+    from harness.compression.convexity.options import check_options as check_scoring
+    from harness.compression.dphubert.options import check_options as check_pruning
 
     scoring = {key: options.get(key) for key in ("labels", "rule", "max_points", "average")}
     check_scoring(preset, scoring, teacher)

@@ -57,7 +57,7 @@ from harness.compression.distill_options import (
     SIZE_TOLERANCE,
     resolve_schedule,
 )
-from harness.compression.distillation import (
+from harness.compression.distillation_recipe import (
     DistillStudent,
     Stage,
     check_layers,
@@ -69,8 +69,8 @@ from harness.compression.distillation import (
     student_from_teacher,
     train_stage,
 )
-from harness.compression.dphubert import default_distill_layers
-from harness.compression.dphubert_options import DPHuBERTConfig
+from harness.compression.dphubert.method import default_distill_layers
+from harness.compression.dphubert.options import DPHuBERTConfig
 from upstreams.config import EncoderConfig, expected_num_params, mask_names
 from upstreams.model import SpeechEncoder
 

@@ -3,7 +3,7 @@
 takes its defaults from here.
 
 ``distill`` is compared with DPHuBERT at equal size, so it runs on DPHuBERT's schedule: the same
-preset (:data:`harness.compression.dphubert_options.PRESETS`), of which it takes the fields in
+preset (:data:`harness.compression.dphubert.options.PRESETS`), of which it takes the fields in
 :data:`SCHEDULE_FIELDS` (steps and learning rates of both stages, batches, crops, seed, resume
 points). What DPHuBERT has and a fixed student has not (gates, their learning rate, the sparsity
 warm-up, the budget projection) is refused rather than ignored.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.compression.dphubert_options import (
+from harness.compression.dphubert.options import (
     DPHuBERTConfig,
     add_schedule_arguments,
     int_list,

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.files import atomic_open, sha256_file
+from core.files import atomic_open
 from tasks.corpora import synth_audio, synth_text
+from tasks.corpora.checksums import write_checksums
 from tasks.corpora.manifest import (
     CHECKSUMS,
     CorpusInfo,
@@ -213,9 +214,7 @@ def _write_outputs(root: Path, rows: list[dict]) -> None:
             chosen = [r for r in rows if r["kind"] == kind and r["split"] == split]
             for task in tasks:
                 write_manifest([_manifest_row(r, task) for r in chosen], root, task, split)
-    with atomic_open(root / CHECKSUMS) as f:
-        for row in sorted(rows, key=lambda r: r["wav_path"]):
-            f.write(f"{row['sha256']}  {row['wav_path']}\n")
+    write_checksums(root, ((row["sha256"], row["wav_path"]) for row in rows))
 
 
 def _manifest_row(row: dict, task: str) -> dict:
@@ -233,14 +232,3 @@ def _manifest_row(row: dict, task: str) -> dict:
     out["word_alignment"] = row["word_alignment"]
     out["phone_alignment"] = row["phone_alignment"]
     return out
-
-
-def verify_corpus(root: str | os.PathLike) -> list[str]:
-    """Paths whose audio no longer matches ``checksums.sha256`` (empty when the corpus is intact)."""
-    root = Path(root)
-    bad = []
-    for line in (root / CHECKSUMS).read_text(encoding="utf-8").splitlines():
-        digest, rel = line.split("  ", 1)
-        if not (root / rel).is_file() or sha256_file(root / rel) != digest:
-            bad.append(rel)
-    return bad

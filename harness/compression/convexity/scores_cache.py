@@ -2,8 +2,8 @@
 the same teacher on the same corpus (convexity at each depth, the hybrid at each budget, a rerun
 after ``runs/`` was cleared) reads them instead of scoring again.
 
-An entry is ``CACHE/KEY.json`` with the :class:`~harness.compression.convexity.LayerScores` fields;
-KEY hashes the teacher's content (``harness.features.checkpoint_hash``), the corpus' manifests
+An entry is ``CACHE/KEY.json`` with the :class:`~harness.compression.convexity.method.LayerScores` fields;
+KEY hashes the teacher's content (``harness.evaluation.cache.checkpoint_hash``), the corpus' manifests
 (``corpus_fingerprint``), the label types, the number of segments per label and the seed. Scores
 with probes serve a request without them, not the reverse. Entries are written whole, then
 renamed; one that cannot be read is scored again and overwritten.

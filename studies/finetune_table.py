@@ -1,6 +1,6 @@
 """The convexity fine-tuning study's table: per task, the teacher cut where its own label's convexity
 says and the full teacher, both fine-tuned end to end on the same schedule, seeds and batches
-(``harness.compression.finetune``), set beside the convexity paper's claims.
+(``harness.finetune``), set beside the convexity paper's claims.
 
 Intervals are the leaderboard's (:mod:`leaderboard.intervals`): a percentile bootstrap over the test
 utterances and the seeds, the same draws for the cut and the full model, so the difference

@@ -4,12 +4,12 @@
    ``word`` (single-word clips, pooled over the word's alignment when there is one),
    ``phone`` (phone alignments), ``speaker`` (whole utterances of the SID manifests).
 2. Score every hidden state with graph convexity, and beside it linear-probe accuracy and
-   block influence (``harness.compression.graph_convexity`` / ``layer_scores``).
+   block influence (``harness.compression.convexity.graph`` / ``layer_scores``).
 3. Keep the transformer layers up to where convexity peaks or stops rising
-   (``harness.compression.layer_selection``), truncate the teacher, save a compact checkpoint.
+   (``harness.compression.convexity.selection``), truncate the teacher, save a compact checkpoint.
 
 4. With ``finetune=TASK``: fine-tune the pruned encoder and, for comparison, the full teacher
-   end to end with the task's head (``harness.compression.finetune``).
+   end to end with the task's head (``harness.finetune``).
 
 Outputs in ``out``: the compact checkpoint (``config.json``, ``model.safetensors``, ``cost.json``),
 ``convexity.json`` (curves, probes, block influence, the rule and the choice) and ``convexity.png``;
@@ -31,7 +31,9 @@ from tqdm import tqdm
 
 from core.files import write_json
 from core.paths import CHECKPOINTS_FILE, CONVEXITY_FILE, portable_path
-from harness.compression.convexity_options import (
+from harness.compression.convexity.graph import ConvexityConfig, graph_convexity_per_layer
+from harness.compression.convexity.layer_scores import block_influence, linear_probe_per_layer
+from harness.compression.convexity.options import (
     AVERAGES,
     DEFAULT_AVERAGE,
     DEFAULT_DEPTHS,
@@ -42,10 +44,8 @@ from harness.compression.convexity_options import (
     check_options,
     parse_labels,
 )
-from harness.compression.convexity_plot import plot_convexity
-from harness.compression.graph_convexity import ConvexityConfig, graph_convexity_per_layer
-from harness.compression.layer_scores import block_influence, linear_probe_per_layer
-from harness.compression.layer_selection import select_layers
+from harness.compression.convexity.plot import plot_convexity
+from harness.compression.convexity.selection import select_layers
 from harness.devices import resolve_device
 from tasks.audio import load_audio
 from tasks.corpora.manifest import SPLITS, ManifestError, parse_alignment, read_manifest
@@ -220,11 +220,11 @@ def cached_score_layers(
     cache: str | os.PathLike | None = None,
 ) -> LayerScores:
     """:func:`score_layers` of ``model`` (loaded from the spec ``teacher``), read from ``cache`` when
-    the same scoring is there (``harness.compression.convexity_cache``) and written to it when not;
+    the same scoring is there (``harness.compression.convexity.scores_cache``) and written to it when not;
     ``cache`` None scores every time."""
-    from harness.compression.convexity_cache import load_scores, save_scores, scores_key
-    from harness.features import checkpoint_hash
+    from harness.compression.convexity.scores_cache import load_scores, save_scores, scores_key
     from tasks.corpora.manifest import corpus_fingerprint
+    from upstreams.identity import checkpoint_hash
 
     if cache is None:
         return score_layers(model, corpus, label_types, max_points, seed, device, probes=probes, average=average)
@@ -320,7 +320,7 @@ def compress_convexity(
     the rule's depth marked ``selected``); with ``finetune`` (a task name), then fine-tune the rule's
     model and the teacher on that task and compare. ``scores_cache``: a folder that keeps the
     teacher's convexity scores for the next compression that needs the same ones (None: not kept)."""
-    from harness.compression.finetune import check_task_data, finetune_pair
+    from harness.finetune import check_task_data, finetune_pair
     from upstreams import load_upstream
 
     out = Path(out)

@@ -52,7 +52,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 from tqdm.auto import tqdm
 
-from harness.compression.convexity_options import AVERAGES
+from harness.compression.convexity.options import AVERAGES
 
 if TYPE_CHECKING:
     import torch

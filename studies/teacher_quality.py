@@ -9,7 +9,7 @@ the two sides, so ``teacher − FBANK`` has its own interval), also written to
 records it finds, so a killed run resumes and two runs with different ``--upstreams`` can share
 one ``OUT`` (then a last run without ``--upstreams`` only aggregates). Example::
 
-    .venv/bin/python benchmarks/teacher_quality.py --teacher upstreams/teachers/synth-hubert-tiny \\
+    .venv/bin/python -m studies.teacher_quality --teacher upstreams/teachers/synth-hubert-tiny \\
         --corpus data/synth-tiny --seeds 0,1,2 --out runs/teacher-quality
 
 The embedded teacher's model card quotes the table this prints.
@@ -28,13 +28,14 @@ import torch
 
 from core.files import atomic_path, write_json
 from core.records import Record, load_records
-from harness.evaluate import EvaluateConfig, evaluate, same_schedule
+from harness.evaluation.config import EvaluateConfig
+from harness.evaluation.engine import evaluate, same_schedule
 from leaderboard.intervals import interval, paired_samples
 from tasks.registry import get_task
 
 logger = logging.getLogger("teacher_quality")
 #: this invocation, kept in every record it writes (the leaderboard's "Produced by")
-COMMAND = shlex.join(["python", "benchmarks/teacher_quality.py", *sys.argv[1:]])
+COMMAND = shlex.join(["python", "-m", "studies.teacher_quality", *sys.argv[1:]])
 TASKS = ("asr", "pr", "sid", "slu", "ks")
 
 

@@ -1,7 +1,7 @@
 """Frames computed on demand: the frozen upstream runs inside the training loop when a split's frames
-do not fit the cache budget (:mod:`harness.plan`).
+do not fit the cache budget (:mod:`harness.evaluation.plan`).
 
-An :class:`OnlineSet` has the interface of :class:`harness.features.FeatureSet` that the engine
+An :class:`OnlineSet` has the interface of :class:`harness.evaluation.cache.FeatureSet` that the engine
 reads (``kind``, ``num_layers``, ``hidden_size``, ``downsample_rate``, ``lengths``, ``rows``) and
 makes a batch with :meth:`OnlineSet.batch`: the upstream in eval mode without gradients, under the
 extraction precision's autocast (``--extract-dtype``; bf16 is the choice on a GPU), its frames
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from core.audio import SAMPLE_RATE
-from harness.features import _check_shapes, _duration_batches, forward_batch
+from harness.evaluation.extraction import check_shapes, duration_batches, forward_batch
 from tasks.audio import load_audio
 
 
@@ -77,7 +77,7 @@ class OnlineSet:
                     wavs[i] = wav[start : start + limit]
         module = self.upstream().to(device).eval()
         pieces, lengths = [None] * len(wavs), [0] * len(wavs)
-        for group in _duration_batches([len(w) / SAMPLE_RATE for w in wavs], self.batch_seconds):  # bounded memory
+        for group in duration_batches([len(w) / SAMPLE_RATE for w in wavs], self.batch_seconds):  # bounded memory
             states, frames = self._forward(module, [wavs[i] for i in group], device)
             for j, i in enumerate(group):
                 pieces[i], lengths[i] = states[j, : frames[j]], int(frames[j])
@@ -89,5 +89,5 @@ class OnlineSet:
     def _forward(self, module: torch.nn.Module, wavs: list[torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``[b, T, layers, D]`` float32 on the CPU and the frame counts of one padded sub-batch."""
         hidden_states, frames = forward_batch(module, wavs, device, self.dtype)
-        _check_shapes("online upstream", module, hidden_states)
+        check_shapes("online upstream", module, hidden_states)
         return torch.stack([h.float() for h in hidden_states], dim=2).cpu(), frames

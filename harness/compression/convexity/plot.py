@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from core.files import atomic_path
-from harness.compression.layer_selection import LayerSelection
+from harness.compression.convexity.selection import LayerSelection
 
 
 def plot_convexity(

@@ -17,363 +17,41 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
-from core.audio import SAMPLE_RATE
 from core.records import Record, write_record
-from core.registry import UnknownNameError
-from harness import provenance, superb_macs
-from harness.devices import resolve_device  # noqa: F401 - re-exported
-from harness.evaluate_config import UTTERANCE_FEATURES, EvaluateConfig
-from harness.features import (
-    FeatureCache,
-    FeatureSet,
-    LayerPrefix,
-    PooledSet,
-    UpstreamSpec,
-    audio_identity,
-    checkpoint_hash,
-    entry_key,
-    probe_shape,
-    read_checksums,
+from harness.evaluation import provenance, superb_macs
+from harness.evaluation.cache import FeatureCache
+from harness.evaluation.config import UTTERANCE_FEATURES, EvaluateConfig
+from harness.evaluation.entries import LayerPrefix, UpstreamSpec, entry_key
+from harness.evaluation.extraction import probe_shape
+from harness.evaluation.heads import (
+    DownstreamModel,
+    SplitData,
+    TrainResult,
+    format_metrics,
+    predict,
+    train_head,
 )
-from harness.online import OnlineSet
-from harness.plan import Budget, SplitPlan, entry_bytes, format_plan
-from harness.training import Runtime, lr_factor_fn, setup_runtime
+from harness.evaluation.online import OnlineSet
+from harness.evaluation.plan import Budget, SplitPlan, entry_bytes, format_plan
+from harness.training import Runtime, setup_runtime
 from tasks.base import Task, TaskPreset
+from tasks.corpora.checksums import audio_identity, read_checksums
 from tasks.corpora.manifest import SPLITS, CorpusInfo, read_manifest
 from tasks.registry import get_task
+from upstreams.identity import checkpoint_hash
+from upstreams.s3prl_hub import build_upstream, check_checkpoint, check_upstream_name
 
 logger = logging.getLogger(__name__)
 
 COST_FIELDS = ("params", "macs", "input_seconds", "macs_per_second", "latency_s", "real_time_factor")
 SUPERB_MACS_FIELDS = ("macs_superb_g", "macs_superb_utterances")  # LibriSpeech test-clean only
-
-
-# ----------------------------------------------------------------------------------- upstreams
-
-
-def known_upstreams() -> list[str]:
-    """The upstream entries of ``s3prl.hub`` (ours included): what ``s3prl.hub.options()`` lists, less
-    what is no entry at all (classes such as ``Path``, s3prl's conversion helpers)."""
-    import inspect
-
-    from s3prl import hub
-
-    import upstreams  # noqa: F401 - its import registers pruned_hubert, ... in s3prl.hub (upstreams/__init__.py)
-
-    def is_entry(name: str) -> bool:
-        value = getattr(hub, name)
-        module = getattr(value, "__module__", "") or ""
-        helper = module.startswith("s3prl.") and not module.endswith(".hubconf")
-        return inspect.isfunction(value) and not helper
-
-    return sorted(name for name in hub.options() if is_entry(name))
-
-
-def check_upstream_name(name: str) -> None:
-    """Raise :class:`UnknownNameError` listing the known names when ``name`` is not an s3prl hub entry."""
-    known = known_upstreams()
-    if name not in known:
-        import difflib
-
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownNameError(f"unknown upstream {name!r}.{hint} Known upstreams: {', '.join(known)}.")
-
-
-def check_checkpoint(name: str, ckpt: str | None, trust: bool = False) -> None:
-    """Refuse to hand ``ckpt`` to s3prl's entry ``name`` unless it loads without running code.
-
-    s3prl's own builders may unpickle a checkpoint (``torch.load(weights_only=False)``), so a file
-    (or every weights file of a directory) must load as safetensors or with ``weights_only=True``
-    first; a checkpoint that is no local path (a URL) cannot be checked before the entry downloads
-    and opens it. ``trust`` (``--trust-checkpoint``) skips the check. Our own entries
-    (``pruned_*``) never unpickle; for them, what loading would refuse (a missing, damaged or
-    other-family checkpoint) is raised here, before any work.
-    """
-    from upstreams.importers import check_local_path
-    from upstreams.s3prl_hub import ENTRIES, check_entry_checkpoint
-    from upstreams.safe_load import UnsafeCheckpointError
-    from upstreams.safe_load import check_checkpoint as check_safe
-
-    if ckpt is not None:
-        check_local_path(ckpt, "--ckpt")
-    if name in ENTRIES:
-        check_entry_checkpoint(name, ckpt)
-        return
-    if ckpt is None or trust:
-        return
-    advice = "pass --trust-checkpoint if you trust its source (unpickling can run any code)"
-    path = Path(ckpt).expanduser()
-    if not path.exists() and name.endswith("_local"):
-        raise FileNotFoundError(f"--ckpt {ckpt}: no such file or directory ({name} takes a local path)")
-    if not path.exists():
-        raise UnsafeCheckpointError(
-            f"--ckpt {ckpt}: not a local file or directory, so it cannot be checked before s3prl's {name} "
-            f"fetches and opens it; download it and give the local path, or {advice}"
-        )
-    try:
-        check_safe(path)
-    except UnsafeCheckpointError as err:
-        raise UnsafeCheckpointError(
-            f"--ckpt {ckpt} does not load with torch.load(weights_only=True) ({err.reason}), and s3prl's {name} "
-            f"may unpickle it; it was not opened: {advice}"
-        ) from None
-    except ValueError as err:  # neither safetensors nor a torch.save file: nothing tells what loading it runs
-        raise ValueError(f"--ckpt: {err}; it could not be checked, so s3prl's {name} was not given it: {advice}") from None
-
-
-def build_upstream(name: str, ckpt: str | None) -> nn.Module:
-    """An ``s3prl.nn.S3PRLUpstream`` for hub entry ``name`` (local checkpoint ``ckpt`` if given), frozen.
-
-    The engine checks ``ckpt`` first (:func:`check_checkpoint`, in :func:`setup`).
-    """
-    from s3prl.nn import S3PRLUpstream
-
-    check_upstream_name(name)
-    upstream = S3PRLUpstream(name, path_or_url=ckpt)
-    upstream.requires_grad_(False)
-    return upstream.eval()
-
-
-# ---------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class SplitData:
-    """One split of one task: cached features plus, per manifest row, its storage row and reference."""
-
-    features: FeatureSet | PooledSet | OnlineSet
-    rows: np.ndarray  # [utterances] row in the cache entry
-    references: list
-    ids: list[str]
-    targets: list[torch.Tensor] = field(default_factory=list)  # train only
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return self.features.lengths[self.rows]
-
-
-class _LayerShapes:
-    """The few attributes s3prl's Featurizer reads from an upstream at construction."""
-
-    def __init__(self, features: FeatureSet | PooledSet) -> None:
-        self.num_layers = features.num_layers
-        self.hidden_sizes = [features.hidden_size] * features.num_layers
-        self.downsample_rates = [features.downsample_rate] * features.num_layers
-
-
-def collate(
-    data: SplitData, batch: list[int], device: str, max_frames: int | None = None, rng: np.random.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad a batch of cached utterances; training crops long ones at random to ``max_frames``.
-
-    Returns:
-        (Tensor, Tensor): features ``[B, T, layers, D]`` float32 (pooled entries: the means
-        ``[B, layers, D]``, never cropped) and lengths ``[B]`` (frames per utterance).
-    """
-    if data.features.kind == "online":
-        return data.features.batch([int(data.rows[i]) for i in batch], device, max_frames, rng)
-    if data.features.kind == "pooled":
-        rows = [int(data.rows[i]) for i in batch]
-        means = np.stack([data.features.get(row) for row in rows])
-        return torch.from_numpy(means).to(device), torch.tensor(data.features.lengths[rows], dtype=torch.long)
-    pieces = []
-    for i in batch:
-        piece = data.features.get(int(data.rows[i]))
-        if max_frames is not None and len(piece) > max_frames:
-            start = int(rng.integers(0, len(piece) - max_frames + 1)) if rng is not None else 0
-            piece = piece[start : start + max_frames]
-        pieces.append(piece)
-    lengths = [len(p) for p in pieces]
-    padded = np.zeros((len(pieces), max(lengths), *pieces[0].shape[1:]), dtype=np.float16)
-    for b, piece in enumerate(pieces):
-        padded[b, : len(piece)] = piece
-    return torch.from_numpy(padded).to(device).float(), torch.tensor(lengths, dtype=torch.long)
-
-
-class BucketedBatches:
-    """Endless training batches: each epoch sorts by length with +-10% jitter, chunks, shuffles the chunks.
-
-    An iterator whose position can be saved (:meth:`state_dict`) and restored: with the state of
-    ``rng`` saved beside it, a resumed run draws the batches an uninterrupted one would. ``rng`` is
-    drawn from only when an epoch starts (the jitter, then the chunk order), so a caller may share it.
-    """
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> None:
-        self.lengths, self.batch_size, self.rng = np.asarray(lengths), batch_size, rng
-        self.chunks: list[list[int]] = []
-        self.order: list[int] = []
-        self.position = 0
-
-    def __iter__(self) -> BucketedBatches:
-        return self
-
-    def __next__(self) -> list[int]:
-        if self.position >= len(self.order):  # a new epoch
-            jittered = self.lengths * self.rng.uniform(0.9, 1.1, size=len(self.lengths))
-            order = np.argsort(jittered, kind="stable")
-            self.chunks = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
-            self.order, self.position = self.rng.permutation(len(self.chunks)).tolist(), 0
-        self.position += 1
-        return self.chunks[self.order[self.position - 1]]
-
-    def state_dict(self) -> dict[str, Any]:
-        """The current epoch's chunks, their order and how many were taken (plain lists and ints)."""
-        return {"chunks": self.chunks, "order": self.order, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.chunks, self.order, self.position = state["chunks"], state["order"], state["position"]
-
-
-class DownstreamModel(nn.Module):
-    """s3prl's Featurizer (weighted sum of layers) followed by a task head.
-
-    Given pooled statistics ``[B, layers, D]`` (each layer's mean over an utterance's valid frames),
-    the Featurizer's weighted sum runs on them as on a one-frame utterance and the head's
-    ``forward_pooled`` takes the result: for a head linear up to its mean pooling these are the
-    logits the frames give (the weighted sum, the projection and the mean commute).
-    """
-
-    def __init__(self, features: FeatureSet | PooledSet, head: nn.Module) -> None:
-        super().__init__()
-        from s3prl.nn import Featurizer
-
-        self.featurizer = Featurizer(_LayerShapes(features))
-        self.head = head
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> Any:
-        """``[B, T, layers, D]`` (or pooled ``[B, layers, D]``), ``[B]`` -> the head's output."""
-        if features.dim() == 3:
-            layers = list(features.unsqueeze(1).unbind(dim=2))  # one [B, 1, D] per layer
-            x, _ = self.featurizer(layers, [torch.ones_like(lengths)] * len(layers))
-            return self.head.forward_pooled(x[:, 0])
-        layers = list(features.unbind(dim=2))
-        x, lengths = self.featurizer(layers, [lengths] * len(layers))
-        return self.head(x, lengths)
-
-    def layer_weights(self) -> list[float]:
-        weights = getattr(self.featurizer, "weights", None)
-        return [1.0] if weights is None else torch.softmax(weights.detach().float(), dim=-1).tolist()
-
-
-# ----------------------------------------------------------------------------------- training
-
-
-@dataclass
-class TrainResult:
-    lr: float
-    best_step: int
-    valid_metrics: dict[str, float]
-    state: dict[str, torch.Tensor]
-    history: list[dict[str, Any]]
-    layer_weights: list[float]
-    seconds: float
-
-
-@torch.no_grad()
-def predict(
-    model: DownstreamModel, task: Task, data: SplitData, batch_size: int, device: str, runtime: Runtime | None = None
-) -> list:
-    """Predictions for every utterance of ``data``, in manifest order. Under ``torchrun`` each rank
-    predicts every ``world_size``-th batch and all ranks get all predictions."""
-    model.eval()
-    order = np.argsort(data.lengths, kind="stable")
-    rank, world = (runtime.rank, runtime.world_size) if runtime else (0, 1)
-    mine: list[tuple[int, Any]] = []
-    for start in list(range(0, len(order), batch_size))[rank::world]:
-        batch = order[start : start + batch_size].tolist()
-        features, lengths = collate(data, batch, device)
-        mine += list(zip(batch, task.decode(model(features, lengths), lengths), strict=True))
-    if world > 1:
-        gathered: list = [None] * world
-        dist.all_gather_object(gathered, mine)
-        mine = [pair for part in gathered for pair in part]
-    predictions: list = [None] * len(order)
-    for i, prediction in mine:
-        predictions[i] = prediction
-    return predictions
-
-
-def train_head(
-    task: Task,
-    preset: TaskPreset,
-    train: SplitData,
-    valid: SplitData,
-    lr: float,
-    seed: int,
-    device: str,
-    runtime: Runtime | None = None,
-) -> TrainResult:
-    """Train Featurizer + head on ``train`` with Adam at ``lr``; keep the step best on ``valid``.
-
-    Under ``torchrun`` (``runtime.world_size`` > 1) the model is wrapped in DistributedDataParallel
-    and every rank draws the same batches, trains on its ``rank``-th share of each and weighs its
-    loss by that share, so the averaged gradient is the whole batch's: the result does not depend
-    on the number of processes beyond float noise (and, with a training crop, the crops drawn).
-    """
-    cfg = preset.train
-    start = time.perf_counter()
-    rank, world = (runtime.rank, runtime.world_size) if runtime else (0, 1)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = DownstreamModel(train.features, task.build_head(train.features.hidden_size, preset.head)).to(device)
-    forward = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = None
-    if cfg.warmup_fraction is not None:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(cfg.steps, cfg.warmup_fraction))
-    max_frames = None
-    if cfg.max_train_seconds is not None:
-        max_frames = max(1, round(cfg.max_train_seconds * SAMPLE_RATE / train.features.downsample_rate))
-    batches = BucketedBatches(train.lengths, cfg.batch_size, rng)
-    best_value, best_step, best_metrics, best_state, best_weights = None, 0, {}, {}, []
-    history: list[dict[str, Any]] = []
-    bar = tqdm(range(1, cfg.steps + 1), desc=f"train {task.name} lr={lr:g}", unit="step", disable=rank != 0 or None)
-    for step in bar:
-        model.train()
-        total_loss = 0.0
-        for _ in range(cfg.grad_accum):
-            batch = next(batches)
-            part, weight = batch, 1.0 / cfg.grad_accum
-            crops = rng
-            if world > 1:  # the batch order stays the same on every rank; crops come from the rank's own stream
-                part = batch[rank::world] or batch[:1]
-                weight *= world * len(batch[rank::world]) / len(batch)
-                crops = np.random.default_rng([seed, step, rank])
-            features, lengths = collate(train, part, device, max_frames, crops)
-            loss = task.loss(forward(features, lengths), lengths, [train.targets[i] for i in part]) * weight
-            loss.backward()
-            total_loss += float(loss.detach()) / world
-        if world > 1:
-            total = torch.tensor([total_loss])
-            dist.all_reduce(total)
-            total_loss = float(total)
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if scheduler is not None:
-            scheduler.step()
-        bar.set_postfix(loss=f"{total_loss:.3f}")
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics = task.score(valid.references, predict(model, task, valid, cfg.eval_batch_size, device, runtime))
-            history.append({"step": step, "train_loss": total_loss, **{f"valid_{k}": v for k, v in metrics.items()}})
-            logger.info("%s lr=%g step %d: loss %.3f, valid %s", task.name, lr, step, total_loss, _fmt(metrics))
-            if task.is_better(metrics[task.main_metric], best_value):
-                best_value, best_step, best_metrics = metrics[task.main_metric], step, metrics
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                best_weights = model.layer_weights()
-    bar.close()
-    return TrainResult(lr, best_step, best_metrics, best_state, history, best_weights, time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------------------------- engine
@@ -420,7 +98,7 @@ def load_split(
     prefix: tuple[UpstreamSpec, int] | None = None,
 ) -> tuple[SplitData, float]:
     """Manifest rows, references and features (of ``kind``, as :func:`split_plans` decided: pooled,
-    frames, or online, read by :class:`harness.online.OnlineSet` with ``shape()`` = the upstream's
+    frames, or online, read by :class:`harness.evaluation.online.OnlineSet` with ``shape()`` = the upstream's
     (layers, dim, stride) and never cached) of one split; returns extraction seconds too. With
     ``prefix`` (the model this one is a cut of, and its hidden states), the parent's cached entry
     of the same audio and kind is read in place when there is one."""
@@ -481,7 +159,7 @@ def prefix_parent(config: EvaluateConfig, dtype: str) -> tuple[UpstreamSpec, int
     ``--ckpt`` computes, after checking that ``--ckpt`` is exactly the parent cut to its first
     layers (the architecture and every tensor of :func:`upstreams.pruning.truncate_state`'s cut).
     The cut computes those states with the same operations on the same batches, so the parent's
-    cached features, sliced, are its own (:class:`harness.features.LayerPrefix`)."""
+    cached features, sliced, are its own (:class:`harness.evaluation.cache.LayerPrefix`)."""
     if config.features_from is None:
         return None
     from upstreams.checkpoint import is_complete_checkpoint, truncation_depth
@@ -532,7 +210,7 @@ def setup(config: EvaluateConfig) -> Session:
 
 def split_plans(session: Session, tasks: list[str] | None = None) -> list[SplitPlan]:
     """Each (task, split) of ``tasks`` (default: the run's): its features' kind, granted from the
-    session's cache budget in the order the run reads them (:mod:`harness.plan`); raises when a
+    session's cache budget in the order the run reads them (:mod:`harness.evaluation.plan`); raises when a
     pooled entry cannot fit."""
     config = session.config
     rtf = session.cost.get("real_time_factor")
@@ -642,7 +320,7 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
         "training_s": round(sum(r.seconds for r in results), 3),
         "test_s": round(time.perf_counter() - test_start, 3),
     }
-    logger.info("%s on %s: test %s (lr %g, step %d)", config.upstream, task.name, _fmt(test_metrics), best.lr, best.best_step)
+    logger.info("%s on %s: test %s (lr %g, step %d)", config.upstream, task.name, format_metrics(test_metrics), best.lr, best.best_step)
     record = _task_record(session, task, preset, data, results, best, test_metrics, timing, per_utterance)
     if session.runtime is not None and not session.runtime.is_main:
         return None  # under torchrun only rank 0 writes the record
@@ -712,8 +390,3 @@ def _task_record(
             "per_utterance": per_utterance,
         },
     )
-
-
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
-

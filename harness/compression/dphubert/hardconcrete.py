@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from harness.compression.dphubert_options import UNIT_KINDS
+from harness.compression.dphubert.options import UNIT_KINDS
 from upstreams.config import EncoderConfig, expected_num_params, mask_names
 
 TEMPERATURE = 2.0 / 3.0

@@ -6,7 +6,7 @@ The challenge sorts test-clean's utterances by length and takes the ``(82 i + 1)
 MACs per second of audio are counted (:mod:`upstreams.cost`): convolutions, linear layers and
 attention; norms and the front end's FFT are not counted, as in the challenge's profiler.
 
-:func:`evaluate <harness.evaluate.setup>` adds the figure to every record of a LibriSpeech corpus
+:func:`evaluate <harness.evaluation.engine.setup>` adds the figure to every record of a LibriSpeech corpus
 whose test split is test-clean (``upstream.macs_superb_g``), beside MACs per second of audio.
 """
 

@@ -3,11 +3,11 @@
 Each (task, split) reads one of three kinds of features:
 
 - ``pooled``: each layer's per-utterance mean (utterance-level tasks whose head makes it exact,
-  :func:`harness.evaluate.feature_kind`): ``layers x dim x 4`` bytes per utterance;
+  :func:`harness.evaluation.engine.feature_kind`): ``layers x dim x 4`` bytes per utterance;
 - ``frames``: every frame cached in float16, ``layers x dim x 2`` bytes per frame, when the entry
   is already cached or its estimate fits what is left of the cache budget;
 - ``online``: the frames of an entry that does not fit, made by the upstream inside the training
-  loop (:mod:`harness.online`) and never stored.
+  loop (:mod:`harness.evaluation.online`) and never stored.
 
 The budget (``--cache-budget GB``) defaults to :data:`DEFAULT_BUDGET_FRACTION` of the free space
 of the cache directory's file system; entries are granted in the order the run reads them. A

@@ -137,25 +137,25 @@ def default_run_methods() -> list[str]:
 
 
 def _convexity_arguments(group: argparse._ActionsContainer) -> list[str]:
-    from harness.compression.convexity_options import add_arguments
+    from harness.compression.convexity.options import add_arguments
 
     return add_arguments(group)
 
 
 def _dphubert_arguments(group: argparse._ActionsContainer) -> list[str]:
-    from harness.compression.dphubert_options import add_arguments
+    from harness.compression.dphubert.options import add_arguments
 
     return add_arguments(group)
 
 
 def _convexity_check(preset: str, options: dict, teacher=None) -> None:
-    from harness.compression.convexity_options import check_options
+    from harness.compression.convexity.options import check_options
 
     check_options(preset, options, teacher)
 
 
 def _dphubert_check(preset: str, options: dict, teacher=None) -> None:
-    from harness.compression.dphubert_options import check_options
+    from harness.compression.dphubert.options import check_options
 
     check_options(preset, options, teacher)
 
@@ -189,26 +189,26 @@ def _convexity_dphubert_arguments(group: argparse._ActionsContainer) -> list[str
 
 
 def _convexity_depth_sparsities(teacher: str) -> list[float]:
-    from harness.compression.convexity import depth_sparsities
+    from harness.compression.convexity.method import depth_sparsities
 
     return depth_sparsities(teacher)
 
 
 def _dphubert_default_sparsity() -> float:
-    from harness.compression.dphubert_options import DPHuBERTConfig
+    from harness.compression.dphubert.options import DPHuBERTConfig
 
     return DPHuBERTConfig.sparsity
 
 
 METHODS: Registry[Method] = Registry("compression method")
 METHODS.register("convexity", Method(
-    "convexity", "harness.compression.convexity:compress_convexity", _convexity_arguments,
+    "convexity", "harness.compression.convexity.method:compress_convexity", _convexity_arguments,
     sweep_option="depths", sweep_sparsities=_convexity_depth_sparsities, check_options=_convexity_check,
     scores_cache_option="scores_cache", average_option="average",
     help="layer pruning: keep the layers up to where graph convexity of the labels peaks (or plateaus)",
 ))  # fmt: skip
 METHODS.register("dphubert", Method(
-    "dphubert", "harness.compression.dphubert:compress_dphubert", _dphubert_arguments,
+    "dphubert", "harness.compression.dphubert.method:compress_dphubert", _dphubert_arguments,
     target_option="sparsity", default_target=_dphubert_default_sparsity(), check_options=_dphubert_check,
     help="joint distillation and structured pruning (heads, FFN units, conv channels) to a target sparsity",
 ))  # fmt: skip

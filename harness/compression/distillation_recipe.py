@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from core.audio import SAMPLE_RATE
 from core.files import atomic_open, write_json
-from harness import training
-from harness.compression.dphubert_options import DPHuBERTConfig
-from harness.compression.hardconcrete import EncoderGates
+from harness import batching, training
+from harness.compression.dphubert.hardconcrete import EncoderGates
+from harness.compression.dphubert.options import DPHuBERTConfig
 from upstreams.checkpoint import is_compact_checkpoint, save_compact
 from upstreams.model import SpeechEncoder
 
@@ -284,7 +284,7 @@ def train_stage(
     trained: nn.Module = student
     if runtime.world_size > 1:
         trained = nn.parallel.DistributedDataParallel(student, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
-    batches = training.bucketed_batches(
+    batches = batching.bucketed_batches(
         audio.lengths, int(config.batch_seconds * SAMPLE_RATE), int(config.crop_seconds * SAMPLE_RATE),
         teacher.config.downsample_rate, config.seed + 7919 * stage.number, runtime.rank, runtime.world_size, start=step,
     )  # fmt: skip

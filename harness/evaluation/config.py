@@ -11,7 +11,7 @@ from harness.devices import DEFAULT_DEVICE
 from tasks.schedules import DEFAULT_SCHEDULE
 
 #: ``--utterance-features``: ``auto`` trains utterance-level heads on pooled statistics where that is
-#: exact (:func:`harness.evaluate.feature_kind`); ``frames`` always reads frames.
+#: exact (:func:`harness.evaluation.engine.feature_kind`); ``frames`` always reads frames.
 UTTERANCE_FEATURES = ("auto", "frames")
 
 
@@ -30,9 +30,9 @@ class EvaluateConfig:
     records_dir: Path = RECORDS_DIR
     seed: int = 0
     max_steps: int | None = None  # caps the preset's steps (and its validation interval)
-    extract_dtype: str = "auto"  # bfloat16 on a GPU that has it, float32 elsewhere (harness.evaluate.extraction_dtype)
+    extract_dtype: str = "auto"  # bfloat16 on a GPU that has it, float32 elsewhere (harness.evaluation.engine.extraction_dtype)
     extract_batch_seconds: float = 64.0
-    cache_budget_gb: float | None = None  # None: harness.plan.DEFAULT_BUDGET_FRACTION of the free space
+    cache_budget_gb: float | None = None  # None: harness.evaluation.plan.DEFAULT_BUDGET_FRACTION of the free space
     utterance_features: str = "auto"  # "frames": utterance-level heads read frames, not pooled statistics
     command: str | None = None  # the command line, kept in the records
     trust_checkpoint: bool = False  # let s3prl's own entries open a --ckpt that does not load safely

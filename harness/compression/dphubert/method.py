@@ -1,7 +1,7 @@
 """DPHuBERT (Peng et al., Interspeech 2023): joint distillation and structured pruning to a target sparsity.
 
 Recipe (``compress_dphubert``; its two stages are ``prune_and_distill``, which the convexity-guided
-hybrid reuses; the student, loss, training loop and run folder are ``harness.compression.distillation``)::
+hybrid reuses; the student, loss, training loop and run folder are ``harness.compression.distillation_recipe``)::
 
     setup    load the teacher; the student is a copy of it (dropout off); identity-initialised
              D->D projections for the distilled hidden states (0 and every L/3-th: 0,4,8,12 for
@@ -53,7 +53,7 @@ from torch import Tensor
 
 from core.paths import portable_path
 from harness import training
-from harness.compression.distillation import (  # noqa: F401 - re-exported: the recipe's pieces
+from harness.compression.distillation_recipe import (  # noqa: F401 - re-exported: the recipe's pieces
     CorpusAudio,
     DistillStudent,
     RecipeRun,
@@ -70,14 +70,14 @@ from harness.compression.distillation import (  # noqa: F401 - re-exported: the 
     student_from_teacher,
     train_stage,
 )
-from harness.compression.dphubert_options import (  # noqa: F401 - re-exported: the recipe's settings
+from harness.compression.dphubert.hardconcrete import EncoderGates
+from harness.compression.dphubert.options import (  # noqa: F401 - re-exported: the recipe's settings
     PRESETS,
     UNIT_KINDS,
     DPHuBERTConfig,
     add_arguments,
     resolve_config,
 )
-from harness.compression.hardconcrete import EncoderGates
 from upstreams.checkpoint import is_compact_checkpoint, load_compact, save_compact
 from upstreams.model import SpeechEncoder
 

@@ -1,5 +1,5 @@
 """DPHuBERT's settings: the config dataclass, its presets and its command-line options, kept apart
-from the recipe (``harness.compression.dphubert``) so that ``harness compress --help`` does not
+from the recipe (``harness.compression.dphubert.method``) so that ``harness compress --help`` does not
 import torch, and so that every default is written once, here.
 
 Every option's destination is a field of :class:`DPHuBERTConfig`; ``compress_dphubert(**options)``

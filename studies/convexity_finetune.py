@@ -8,7 +8,7 @@ Recipe, flat:
              ASR/SLU/KS: word; ``--cut-labels`` overrides), in ``OUT/cuts/TASK``; a curve that
              keeps every layer has no cut, and the table says so
     tune     per task and seed, the cut and the full teacher fine-tuned end to end on the same
-             schedule, seed, batches and head initialisation (``harness.compression.finetune``);
+             schedule, seed, batches and head initialisation (``harness.finetune``);
              one report per pair in ``PUBLISH/runs/TASK/seed-S/finetune-TASK.json`` (a rerun skips
              the pairs whose report exists, and a pair killed while training goes on from its last
              validation, saved in ``OUT/state/TASK/seed-S/``: so a killed study resumes)
@@ -19,7 +19,7 @@ The reports hold no checkpoints, so ``PUBLISH`` can be committed (``leaderboard/
 On the 12-layer teacher, 600 steps bring SID to its plateau while PR's validation PER still falls
 (a one-seed pilot, 2026-12-04); give PR more (``--task-steps``). Example::
 
-    .venv/bin/python benchmarks/convexity_finetune.py --teacher upstreams/teachers/synth-hubert-12l \\
+    .venv/bin/python -m studies.convexity_finetune --teacher upstreams/teachers/synth-hubert-12l \\
         --corpus data/synth-tiny --tasks sid,pr --seeds 0,1,2 --steps 600 --task-steps pr=1500 \\
         --publish leaderboard/published/convexity-finetune-12l
 """
@@ -37,14 +37,14 @@ import torch
 
 from core.files import atomic_path, write_json
 from core.paths import portable_path
-from harness import provenance
 from harness.commands import check_directories
-from harness.compression.convexity import cached_score_layers, write_task_cut
-from harness.compression.convexity_options import AVERAGES, DEFAULT_AVERAGE, LABEL_TYPES, MAX_POINTS, RULES
-from harness.compression.finetune import PRESETS, FinetuneConfig, check_task_data, finetune_pair
-from harness.compression.layer_selection import select_layers
+from harness.compression.convexity.method import cached_score_layers, write_task_cut
+from harness.compression.convexity.options import AVERAGES, DEFAULT_AVERAGE, LABEL_TYPES, MAX_POINTS, RULES
+from harness.compression.convexity.selection import select_layers
 from harness.devices import resolve_device
-from leaderboard.finetune_study import PAPER_CLAIMS, build_study, plot_curves, to_csv, to_markdown
+from harness.evaluation import provenance
+from harness.finetune import PRESETS, FinetuneConfig, check_task_data, finetune_pair
+from studies.finetune_table import PAPER_CLAIMS, build_study, plot_curves, to_csv, to_markdown
 from tasks.registry import get_task
 
 logger = logging.getLogger("convexity_finetune")
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = build_study(cuts, reports)
     write_json(args.publish / "study.json", {
-        "command": " ".join(["python", "benchmarks/convexity_finetune.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python", "-m", "studies.convexity_finetune", *(argv if argv is not None else sys.argv[1:])]),
         "teacher": portable_path(args.teacher), "corpus": portable_path(args.corpus), "seeds": seeds,
         "schedules": {report["task"]["name"]: report["schedule"] for report in reports},
         # where each report was trained (a --table-only run, or a study resumed elsewhere, trains on another machine)

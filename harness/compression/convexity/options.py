@@ -1,5 +1,5 @@
 """Convexity layer pruning's settings and command-line options, torch-free (``harness compress
---help`` does not import torch) and written once: the recipe (``harness.compression.convexity``)
+--help`` does not import torch) and written once: the recipe (``harness.compression.convexity.method``)
 takes its defaults from here.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.compression.layer_selection import RULES
+from harness.compression.convexity.selection import RULES
 
 #: Label types whose convexity curves can choose the depth.
 LABEL_TYPES = ("word", "phone", "speaker")
@@ -107,6 +107,6 @@ def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
             "TASK's head (asr, pr, sid or slu); writes OUT/finetune-TASK.json (test metric, training "
             "and inference time of both) and OUT/finetuned-TASK/; skipped if that JSON exists"),
         add("--finetune-steps", type=int, default=None, metavar="N",
-            help="override the fine-tuning schedule's steps (harness.compression.finetune.PRESETS)"),
+            help="override the fine-tuning schedule's steps (harness.finetune.PRESETS)"),
     ]  # fmt: skip
     return scoring + [action.dest for action in actions]

@@ -7,7 +7,7 @@ The scores are those of ``harness compress --method convexity`` (read from, or w
 scores cache ``CACHE/convexity``). Writes ``OUT/teacher_layers.md`` and ``OUT/teacher_layers.json``
 and prints the table. Example::
 
-    .venv/bin/python benchmarks/teacher_layers.py --teacher upstreams/teachers/synth-hubert-tiny \\
+    .venv/bin/python -m studies.teacher_layers --teacher upstreams/teachers/synth-hubert-tiny \\
         --corpus data/synth-tiny --out runs/teacher-layers
 """
 
@@ -23,9 +23,9 @@ import torch
 from core.files import atomic_path, write_json
 from core.paths import portable_path
 from harness.commands import check_directories
-from harness.compression.convexity import cached_score_layers
-from harness.compression.convexity_options import LABEL_TYPES, MAX_POINTS, parse_labels
-from harness.compression.layer_selection import select_layers
+from harness.compression.convexity.method import cached_score_layers
+from harness.compression.convexity.options import LABEL_TYPES, MAX_POINTS, parse_labels
+from harness.compression.convexity.selection import select_layers
 from harness.devices import resolve_device
 
 logger = logging.getLogger("teacher_layers")
