@@ -56,6 +56,7 @@ from core.audio import SAMPLE_RATE
 from core.files import atomic_path, write_json
 from harness import batching, training
 from harness.pretrain_config import DEFAULT_RECIPE, PRESETS, PretrainConfig  # noqa: F401 - re-exported
+from tasks.audio import load_audio
 from tasks.corpora.alignment import parse_alignment
 from tasks.corpora.manifest import CorpusInfo, read_manifest
 from upstreams.checkpoint import is_compact_checkpoint, load_compact, save_compact
@@ -205,7 +206,7 @@ def pretrain(
     _check_or_write_config(out, preset, config, corpus, runtime)
 
     wavs = training.training_wavs(corpus)
-    audio = [training.read_wav(p) for p in tqdm(wavs, desc="loading audio", unit="file", disable=not runtime.is_main)]
+    audio = [load_audio(p).numpy() for p in tqdm(wavs, desc="loading audio", unit="file", disable=not runtime.is_main)]
     logger.info("pretraining on %d utterances (%.2f h) from %s", len(audio), sum(map(len, audio)) / SAMPLE_RATE / 3600, corpus)
 
     model = None

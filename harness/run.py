@@ -39,6 +39,7 @@ from pathlib import Path
 
 from core.paths import CACHE_DIR, EMBEDDED_TEACHER, LEADERBOARD_DIR, RECORDS_DIR, RUN_OUT_DIR
 from harness.compression.registry import METHODS, default_run_methods, finished_checkpoints, matched_targets
+from harness.compression.sparsity import check_sparsity
 from harness.devices import DEFAULT_DEVICE
 from harness.workers import Workers
 from tasks.benchmarks import FBANK, RUN_BENCHMARK, Benchmark
@@ -208,18 +209,19 @@ def check_config(config: RunConfig) -> None:
         )
     if config.jobs < 1:
         raise ValueError(f"--jobs {config.jobs}: give 1 or more parallel workers")
-    from harness.compression.convexity.options import AVERAGES, LABEL_TYPES
-
-    if config.average is not None and config.average not in AVERAGES:
-        raise ValueError(f"--average {config.average!r}: choose one of {', '.join(AVERAGES)}")
+    methods = [METHODS.get(name) for name in METHODS.names()]
+    averages = list(dict.fromkeys(a for m in methods for a in m.averages))
+    if config.average is not None and config.average not in averages:
+        raise ValueError(f"--average {config.average!r}: choose one of {', '.join(averages)}")
+    label_types = list(dict.fromkeys(label for m in methods for label in m.cut_label_types))
     for task, label in (config.cut_labels or {}).items():
-        if task not in config.tasks or label not in LABEL_TYPES:
+        if task not in config.tasks or label not in label_types:
             raise ValueError(f"--cut-labels {task}={label}: give a task of --tasks ({', '.join(config.tasks)}) and a "
-                             f"label type ({', '.join(LABEL_TYPES)})")  # fmt: skip
+                             f"label type ({', '.join(label_types)})")  # fmt: skip
     if config.max_steps is not None and config.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {config.max_steps}")
-    if config.sparsities is not None and not all(0 < s < 1 for s in config.sparsities):
-        raise ValueError(f"--sparsity {config.sparsities}: every level must be between 0 and 1 (exclusive)")
+    if config.sparsities is not None:
+        check_sparsity(config.sparsities)
     resolve_device(config.device)
     check_directories(out=config.out, records=config.records_dir, leaderboard=config.leaderboard_dir, cache=config.cache_dir)
     from harness.evaluation.plan import resolve_budget
@@ -276,7 +278,10 @@ def _submit_or_wait(
 def _submit_evaluation(workers: Workers, config: RunConfig, candidate: Candidate, corpus: Path) -> bool:
     """Queue the (task, head seed) evaluations of ``candidate`` that have no record yet, as one job
     (they share its features); returns whether there were any."""
-    recorded = _recorded_tasks(config, candidate, corpus)  # read the records and hash the checkpoint once
+    from upstreams.identity import checkpoint_hash
+
+    ckpt_sha256 = checkpoint_hash(candidate.ckpt)  # once per candidate: the records' check and the evaluation share it
+    recorded = _recorded_tasks(config, candidate, corpus, ckpt_sha256)
     pending = []
     for task in candidate.tasks_of(config):
         for seed in config.evaluation_seeds():
@@ -285,35 +290,25 @@ def _submit_evaluation(workers: Workers, config: RunConfig, candidate: Candidate
             else:
                 pending.append((task, seed))
     if pending:
-        workers.submit(("evaluate", candidate.label), _evaluate_candidate, config, candidate, pending, corpus)
+        workers.submit(("evaluate", candidate.label), _evaluate_candidate, config, candidate, pending, corpus, ckpt_sha256)
     return bool(pending)
 
 
 def _task_cuts(config: RunConfig, job: CompressionJob) -> list[Candidate]:
-    """After a convexity compression: one cut of the teacher per task, where the convexity of the
-    task's own label type (``Task.convexity_labels``, or ``--cut-labels``) says, each evaluated on
-    its task only, beside the all-labels model (``OUT/convexity-cuts/TASK``). A task whose curve
-    keeps every layer has no cut (it would be the teacher). Truncations: no training."""
-    import json
-
-    from core.paths import CONVEXITY_FILE
-    from harness.compression.convexity.method import write_task_cut
+    """After a compression whose method cuts per task (``Method.task_cuts``): one cut of the
+    teacher per task, where the curve of the task's own label type (``Task.convexity_labels``, or
+    ``--cut-labels``) says, each evaluated on its task only, beside the method's model
+    (``OUT/NAME-cuts/TASK``). A task whose curve keeps every layer has no cut (it would be the teacher)."""
     from tasks.registry import get_task
 
-    if job.method != "convexity" or not config.task_cuts:
+    write_cuts = METHODS.get(job.method).write_task_cuts
+    if write_cuts is None or not config.task_cuts:
         return []
-    info = json.loads((job.out / CONVEXITY_FILE).read_text(encoding="utf-8"))
-    rule = info.get("selection", {}).get("rule", "peak")
+    labels = {task: (config.cut_labels or {}).get(task) or get_task(task).convexity_labels for task in config.tasks}
+    cuts_dir = f"{job.out.name}-cuts"  # convexity-cuts (convexity-pairs-cuts under --average pairs)
     cuts = []
-    for task in config.tasks:
-        label = (config.cut_labels or {}).get(task) or get_task(task).convexity_labels
-        if not isinstance(info.get(label), list):
-            logger.warning("%s: no %s convexity curve in %s; no cut for %s", task, label, job.out, task)
-            continue
-        cuts_dir = f"{job.out.name}-cuts"  # convexity-cuts (convexity-pairs-cuts under --average pairs)
-        folder = write_task_cut(config.teacher, config.out / cuts_dir / task, info[label], label, rule, task)
+    for task, folder in write_cuts(config.teacher, job.out, labels, config.out / cuts_dir).items():
         if folder is None:
-            logger.info("%s: the %s curve keeps every layer; its cut is the teacher", task, label)
             continue
         cut = _teacher_cut(config, Candidate(f"{cuts_dir}/{task}", config.upstream, str(folder), (task,)))
         if cut is not None:
@@ -379,13 +374,32 @@ def _check_same_teacher(out: Path, teacher_hash: str | None) -> None:
 
 
 def _evaluate_candidate(
-    config: RunConfig, candidate: Candidate, pending: list[tuple[str, int]], corpus: Path
+    config: RunConfig, candidate: Candidate, pending: list[tuple[str, int]], corpus: Path, ckpt_sha256: str | None
 ) -> list[str]:
-    """Evaluate ``candidate`` on each (task, head seed); returns the failures (one failing spares the others)."""
+    """Evaluate ``candidate`` on each (task, head seed) of ``pending`` in one evaluation session
+    (the checkpoint hashed once, by the caller; the corpus read and the cost measured once);
+    returns the failures (one failing spares the others)."""
+    from harness.evaluation.config import EvaluateConfig
+    from harness.evaluation.engine import evaluate_task, setup, split_plans
+    from tasks.registry import get_task
+
+    tasks = list(dict.fromkeys(task for task, _ in pending))
+    seeds = sorted({seed for _, seed in pending})
+    evaluation = EvaluateConfig(
+        upstream=candidate.upstream, ckpt=candidate.ckpt, tasks=tasks, corpus=corpus, preset=config.preset,
+        device=config.device, cache_dir=config.cache_dir, records_dir=config.records_dir, seed=seeds[0],
+        head_seeds=seeds, max_steps=config.max_steps, cache_budget_gb=config.cache_budget_gb, command=config.command,
+        ckpt_sha256=ckpt_sha256, features_from=candidate.features_from,
+    )  # fmt: skip
+    try:
+        session = setup(evaluation)
+        kinds = {(p.task, p.split): p.kind for p in split_plans(session)}  # before any work, as evaluate() plans
+    except Exception as err:  # noqa: BLE001 - every pair of this candidate fails with it
+        return [_failed(f"evaluation {candidate.label} / {task}{_seed_text(config, seed)}", err) for task, seed in pending]
     failures = []
     for task, seed in pending:
         try:
-            _evaluate(config, candidate, task, corpus, seed)
+            evaluate_task(session, get_task(task), kinds, seed)
         except Exception as err:  # noqa: BLE001
             failures.append(_failed(f"evaluation {candidate.label} / {task}{_seed_text(config, seed)}", err))
     return failures
@@ -403,16 +417,8 @@ def _compression_jobs(config: RunConfig) -> list[CompressionJob]:
     methods = [METHODS.get(name) for name in config.methods]
     sweep = config.budgets == "matched"
     targets = matched_targets(methods, config.teacher, config.sparsities) if sweep else config.sparsities
-    from harness.compression.convexity.options import DEFAULT_AVERAGE
-
-    jobs = []
-    for method in methods:
-        for folder, options in method.jobs(targets, sweep=sweep):
-            if method.average_option and config.average and config.average != DEFAULT_AVERAGE:
-                # its own folder: a checkpoint chosen under the other average is never reused for this one
-                folder, options = f"{folder}-{config.average}", {**options, method.average_option: config.average}
-            jobs.append(CompressionJob(method.name, config.out / folder, options))
-    return jobs
+    return [CompressionJob(method.name, config.out / folder, options)
+            for method in methods for folder, options in method.jobs(targets, sweep=sweep, average=config.average)]  # fmt: skip
 
 
 def _teacher_checkpoint(config: RunConfig) -> Path:
@@ -431,9 +437,12 @@ def _teacher_checkpoint(config: RunConfig) -> Path:
     return out
 
 
-def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> set[tuple[str, int]]:
+def _recorded_tasks(
+    config: RunConfig, candidate: Candidate, corpus: Path, ckpt_sha256: str | None = None
+) -> set[tuple[str, int]]:
     """(task, head seed) pairs that already have a record for this (upstream, checkpoint, corpus,
-    preset), made with the preset's current head and schedule."""
+    preset), made with the preset's current head and schedule (``ckpt_sha256``: the checkpoint's
+    hash when the caller has it)."""
     from core.records import RecordIdentity, identity, load_records
     from harness.evaluation.engine import same_schedule
     from tasks.corpora.manifest import CorpusInfo
@@ -441,7 +450,7 @@ def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> se
     from upstreams.identity import checkpoint_hash
 
     info = CorpusInfo.read(corpus)
-    ckpt_hash = checkpoint_hash(candidate.ckpt)
+    ckpt_hash = ckpt_sha256 or checkpoint_hash(candidate.ckpt)
     wanted = {
         RecordIdentity(info.name, info.fingerprint, config.preset, candidate.upstream, ckpt_hash, task, seed): (task, seed)
         for task in candidate.tasks_of(config)
@@ -453,29 +462,6 @@ def _recorded_tasks(config: RunConfig, candidate: Candidate, corpus: Path) -> se
         if key is not None and same_schedule(record, get_task(key[0]), config.preset, config.max_steps):
             done.add(key)
     return done
-
-
-def _evaluate(config: RunConfig, candidate: Candidate, task: str, corpus: Path, seed: int) -> None:
-    from harness.evaluation.config import EvaluateConfig
-    from harness.evaluation.engine import evaluate
-
-    evaluate(
-        EvaluateConfig(
-            upstream=candidate.upstream,
-            ckpt=candidate.ckpt,
-            tasks=[task],
-            corpus=corpus,
-            preset=config.preset,
-            device=config.device,
-            cache_dir=config.cache_dir,
-            records_dir=config.records_dir,
-            seed=seed,
-            max_steps=config.max_steps,
-            cache_budget_gb=config.cache_budget_gb,
-            command=config.command,
-            features_from=candidate.features_from,
-        )
-    )
 
 
 def _publish(config: RunConfig, corpus: Path) -> None:

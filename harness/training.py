@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.distributed as dist
 
-from core.audio import SAMPLE_RATE
 from core.files import atomic_path
 from harness.devices import resolve_device
 from tasks.corpora.manifest import read_manifest
@@ -109,7 +107,9 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 # ---------------------------------------------------------------------- audio
 def training_wavs(corpus: str | os.PathLike, tasks: tuple[str, ...] = ("asr", "slu", "words")) -> list[str]:
-    """Distinct wav paths of the train split of ``tasks`` in a prepared corpus (missing tasks are skipped)."""
+    """Distinct wav paths of the train split of ``tasks`` in a prepared corpus (missing tasks are skipped).
+
+    Read them with :mod:`tasks.audio` (``load_audio``, ``load_audio_window``), the one audio reader."""
     paths: dict[str, None] = {}
     for task in tasks:
         try:
@@ -120,14 +120,6 @@ def training_wavs(corpus: str | os.PathLike, tasks: tuple[str, ...] = ("asr", "s
     if not paths:
         raise ValueError(f"{corpus}: no train manifests for {', '.join(tasks)}; prepare the corpus first")
     return list(paths)
-
-
-def read_wav(path: str) -> np.ndarray:
-    """A 16 kHz mono file as float32 (the corpora here are prepared at 16 kHz)."""
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    if rate != SAMPLE_RATE:
-        raise ValueError(f"{path}: expected 16 kHz audio, got {rate} Hz")
-    return audio.mean(axis=1)
 
 
 def span_mask(

@@ -1,8 +1,13 @@
-"""Graph convexity curves of the compressed checkpoints of a table, from their ``convexity.json``.
+"""Graph convexity curves of the compressed checkpoints of a table, from their records.
 
-Records name the compression outputs (``upstream.compression.dir``, ``upstream.ckpt``) relative to
-the repository they were made in (older ones by an absolute path); a relative one is looked for
-under the working directory's repository, then under the repository and the folder of the record.
+A record made from a convexity checkpoint carries the curves that chose it, in its compression
+section (``upstream.compression.convexity_curves``: label type -> convexity per hidden state,
+copied from the checkpoint's compression notes, written by
+``harness.compression.convexity.curves``). Records made before checkpoints had notes do not; for
+those, the curves are read from the ``convexity.json`` beside the compression outputs the record
+names (``upstream.compression.dir``, ``upstream.ckpt``), relative to the repository they were made
+in (older ones by an absolute path): looked for under the working directory's repository, then
+under the repository and the folder of the record.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ class ConvexityCurves:
     """Graph convexity per hidden state of one compressed checkpoint (from its ``convexity.json``)."""
 
     source: str  # the row label of the upstream it belongs to
-    path: Path
+    path: Path  # the record that carries them, or (older records) the convexity.json they were read from
     curves: dict[str, list[float]]  # label type -> score per hidden state (0 = input to layer 1)
     kept_layers: int | None
 
@@ -75,21 +80,44 @@ def convexity_candidates(record: Record) -> list[Path]:
     return found
 
 
+#: The key of the curves in a record's compression section (harness.compression.convexity.curves).
+RECORD_KEY = "convexity_curves"
+
+
 def find_convexity(rows: Iterable[Mapping[str, Any]]) -> list[ConvexityCurves]:
-    """Curves of the compressed rows whose outputs hold a readable ``convexity.json`` (one per file)."""
+    """Curves of the compressed rows: from their records, or, for a record made before records
+    carried them, from a readable ``convexity.json`` of its outputs (one entry per source)."""
     curves, seen = [], set()
     for row in rows:
         if not row.get("method"):
             continue
-        for path in convexity_candidates(row["_record"]):
-            if path in seen or not path.is_file():
-                continue
-            seen.add(path)
-            try:
-                scores, kept = read_convexity(path)
-            except (OSError, ValueError, json.JSONDecodeError) as err:
-                logger.warning("skipping convexity curves %s (%s)", path, err)
-                continue
-            curves.append(ConvexityCurves(row_label(row), path, scores, kept))
-            break
+        record = row["_record"]
+        carried = record.compression.get(RECORD_KEY)
+        if record.compression.get("cut_for"):
+            continue  # a per-task cut: its curve is one of its compression's, shown with those
+        if isinstance(carried, dict) and carried:
+            key = json.dumps(carried, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                scores = {str(label): [float(v) for v in curve] for label, curve in carried.items()}
+                curves.append(ConvexityCurves(row_label(row), record.path, scores, record.compression.get("kept_layers")))
+            continue
+        found = _from_outputs(row, seen)
+        if found is not None:
+            curves.append(found)
     return curves
+
+
+def _from_outputs(row: Mapping[str, Any], seen: set) -> ConvexityCurves | None:
+    """The curves of an older record, from the first readable ``convexity.json`` of its outputs."""
+    for path in convexity_candidates(row["_record"]):
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        try:
+            scores, kept = read_convexity(path)
+        except (OSError, ValueError, json.JSONDecodeError) as err:
+            logger.warning("skipping convexity curves %s (%s)", path, err)
+            continue
+        return ConvexityCurves(row_label(row), path, scores, kept)
+    return None

@@ -27,7 +27,6 @@ On the 12-layer teacher, 600 steps bring SID to its plateau while PR's validatio
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -44,7 +43,7 @@ from harness.compression.convexity.selection import select_layers
 from harness.devices import resolve_device
 from harness.evaluation import provenance
 from harness.finetune import PRESETS, FinetuneConfig, check_task_data, finetune_pair
-from studies.finetune_table import PAPER_CLAIMS, build_study, plot_curves, to_csv, to_markdown
+from studies.finetune_table import PAPER_CLAIMS, build_study, load_report, plot_curves, to_csv, to_markdown
 from tasks.registry import get_task
 
 logger = logging.getLogger("convexity_finetune")
@@ -159,15 +158,15 @@ def main(argv: list[str] | None = None) -> None:
                                  out=folder, device=str(device), seed=seed,
                                  schedule=schedules[task], save_finetuned=False,
                                  state_dir=args.out / "state" / task / f"seed-{seed}")  # fmt: skip
-            reports.append(json.loads(path.read_text(encoding="utf-8")))
+            reports.append(load_report(path))
 
     rows = build_study(cuts, reports)
     write_json(args.publish / "study.json", {
         "command": " ".join(["python", "-m", "studies.convexity_finetune", *(argv if argv is not None else sys.argv[1:])]),
         "teacher": portable_path(args.teacher), "corpus": portable_path(args.corpus), "seeds": seeds,
-        "schedules": {report["task"]["name"]: report["schedule"] for report in reports},
+        "schedules": {report.task: report.schedule for report in reports},
         # where each report was trained (a --table-only run, or a study resumed elsewhere, trains on another machine)
-        "report_devices": {f"{r['task']['name']}/seed-{r['seeds']['train']}": r["device"] for r in reports},
+        "report_devices": {f"{r.task}/seed-{r.seed}": r.device for r in reports},
         "device": provenance.device_description(str(device)),
         "threads": args.threads, "cuts": cuts, "paper_claims": PAPER_CLAIMS, "seconds_this_run": round(time.perf_counter() - started, 1),
         "rows": [{"task": r.task, "label": r.label, "kept_layers": r.kept_layers, "teacher_layers": r.teacher_layers,

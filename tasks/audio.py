@@ -5,11 +5,16 @@ FLAC, OGG, ...) and converted with torchaudio's resampler. Conversions are delib
 logged once per cause (not once per file): several channels are averaged to mono, other sample
 rates are resampled. A missing, unreadable (corrupt, headerless), empty, too short or NaN-carrying
 file raises :class:`AudioError` naming the file.
+
+This module is the one reader of audio here: :func:`load_audio` (a whole file),
+:func:`load_audio_window` (a crop of one, as ``load_audio`` would return it), :func:`audio_info` and
+:func:`audio_num_samples` (the header's rate and frames, and the length ``load_audio`` would return).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -94,6 +99,80 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch
             f"speech models need at least {MIN_SAMPLES * 1000 // SAMPLE_RATE} ms"
         )
     return wav
+
+
+def audio_num_samples(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> int:
+    """The number of samples :func:`load_audio` returns for ``path`` at ``sample_rate``, from the
+    header alone (no sample is read; the checks on the samples themselves are not made).
+
+    At the file's own rate it is its frame count. Otherwise it is the length
+    ``torchaudio.functional.resample`` gives: with both rates divided by their gcd,
+    ``ceil(new * frames / orig)`` computed as torchaudio computes it, a Python float turned into a
+    float32 tensor and rounded up there. The exact integer ceiling differs from that for long files
+    (22050 Hz -> 16 kHz: from 361558 frames, about 16 s, on some lengths), so it is not used.
+
+    Raises:
+        AudioError: the file is missing, empty or unreadable.
+    """
+    file_rate, frames, _ = audio_info(path)
+    if file_rate == sample_rate:
+        return frames
+    gcd = math.gcd(file_rate, sample_rate)
+    orig, new = file_rate // gcd, sample_rate // gcd
+    return int(torch.ceil(torch.as_tensor(new * frames / orig)))  # as in torchaudio's _apply_sinc_resample_kernel
+
+
+def load_audio_window(
+    path: str | os.PathLike, start: int, num_samples: int, sample_rate: int = SAMPLE_RATE
+) -> torch.Tensor:
+    """``load_audio(path, sample_rate)[start : start + num_samples]``, reading only that window
+    when the file is already at ``sample_rate``.
+
+    At the file's rate only ``num_samples`` frames from ``start`` are read and channels are averaged
+    exactly as :func:`load_audio` averages them, so the values are identical to the slice; the window
+    is checked for NaN and infinite samples (the rest of the file is not read). At another rate the
+    whole file goes through :func:`load_audio` (resampling needs its neighbours) and is sliced, so a
+    crop of such a file costs a full read.
+
+    Returns:
+        Tensor: ``[num_samples]`` float32 waveform.
+
+    Raises:
+        AudioError: the file is missing, unreadable or holds NaN / infinite samples, or the window
+            starts before 0 or runs past the end of the audio (``audio_num_samples(path)`` samples).
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if f.samplerate == sample_rate:
+                _check_window(path, start, num_samples, f.frames)
+                f.seek(start)
+                data = f.read(num_samples, dtype="float32", always_2d=True)
+            else:
+                data = None
+    except _READ_ERRORS as err:
+        raise AudioError(f"{path}: unreadable audio ({err}); re-encode it as 16 kHz mono WAV or FLAC") from err
+    if data is None:  # another rate: resample the whole file, then cut
+        wav = load_audio(path, sample_rate)
+        _check_window(path, start, num_samples, wav.numel())
+        return wav[start : start + num_samples].clone()
+    if data.shape[0] != num_samples:  # the header promised more frames than the file holds
+        raise AudioError(f"{path}: truncated: {data.shape[0]} of {num_samples} samples read from {start}; "
+                         "regenerate or remove it from the manifest")  # fmt: skip
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples; the file is corrupt")
+    if data.shape[1] > 1:
+        _note_once("downmix", f"{path}: {data.shape[1]} channels averaged to mono (logged once)")
+        data = data.mean(axis=1, keepdims=True)
+    return torch.from_numpy(np.ascontiguousarray(data[:, 0]))
+
+
+def _check_window(path: Path, start: int, num_samples: int, length: int) -> None:
+    if start < 0 or num_samples < 0 or start + num_samples > length:
+        raise AudioError(
+            f"{path}: window of {num_samples} samples from {start} runs outside its {length} samples"
+        )
 
 
 def _check_file(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Bad audio input through load_audio / audio_info, and manifests that are never half-written."""
+"""Bad audio input through load_audio / audio_info, windows and lengths that agree with load_audio,
+and manifests that are never half-written."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import soundfile as sf
 import torch
 
 from tasks import audio
-from tasks.audio import MIN_SAMPLES, AudioError, audio_info, load_audio
+from tasks.audio import MIN_SAMPLES, AudioError, audio_info, audio_num_samples, load_audio, load_audio_window
 from tasks.corpora.manifest import ManifestError, read_manifest, write_manifest
 
 
@@ -120,6 +121,42 @@ def test_stereo_at_another_rate_is_downmixed_then_resampled(tmp_path):
     wav = load_audio(path)
     assert wav.shape == (16000,) and peak_frequency(wav) == pytest.approx(440, abs=1.0)
     assert wav[1000:-1000].abs().max().item() == pytest.approx(0.25, abs=0.01)  # mean of 0.5 and 0
+
+
+def test_a_window_of_a_16k_stereo_file_is_the_slice_of_load_audio(tmp_path):
+    path = tmp_path / "stereo16k.wav"
+    data = np.stack([sine(300, 16000, amplitude=0.3), sine(700, 16000, amplitude=0.4)], axis=1)
+    sf.write(path, data, 16000)  # PCM_16: the channel mean is not a plain copy of either channel
+    full = load_audio(path)
+    assert audio_num_samples(path) == full.numel() == 16000
+    for start, size in [(0, 400), (1234, 5000), (16000 - 777, 777)]:
+        window = load_audio_window(path, start, size)
+        assert window.dtype == torch.float32 and torch.equal(window, full[start : start + size])
+
+
+@pytest.mark.parametrize(("rate", "frames"), [(22050, 22057), (22050, 361558), (44100, 44103)])
+def test_length_and_window_of_a_file_at_another_rate_agree_with_load_audio(tmp_path, rate, frames):
+    """361558 frames at 22050 Hz: the exact ceil(frames * 320 / 441) is one more than torchaudio returns."""
+    path = tmp_path / f"tone_{rate}_{frames}.flac"
+    sf.write(path, np.resize(sine(440, rate), frames), rate)
+    full = load_audio(path)
+    assert audio_num_samples(path) == full.numel()
+    start = full.numel() // 3
+    assert torch.equal(load_audio_window(path, start, 4000), full[start : start + 4000])
+    assert torch.equal(load_audio_window(path, full.numel() - 400, 400), full[-400:])  # up to the last sample
+
+
+@pytest.mark.parametrize("rate", [16000, 22050])
+def test_a_window_past_the_end_raises_naming_the_file(tmp_path, rate):
+    path = tmp_path / f"one_second_{rate}.wav"
+    sf.write(path, sine(440, rate), rate)
+    length = audio_num_samples(path)
+    for start, size in [(length - 399, 400), (length + 10, 1), (-1, 400)]:
+        with pytest.raises(AudioError, match="runs outside") as err:
+            load_audio_window(path, start, size)
+        assert str(path) in str(err.value)
+    with pytest.raises(AudioError, match="no such audio file"):
+        load_audio_window(tmp_path / "missing.wav", 0, 400)
 
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf])

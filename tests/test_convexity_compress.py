@@ -144,3 +144,34 @@ def test_cli_runs_real_scores(synth_corpus, teacher, tmp_path):
     info = json.loads((tmp_path / "c" / "convexity.json").read_text())
     assert all(0 <= s <= 100 for s in info["speaker"]) and 1 <= info["kept_layers"] <= 4
     assert harness_main(["compress", "--method", "convexty", "--out", str(tmp_path / "d")]) == 2  # did you mean
+
+
+def test_the_curves_travel_in_each_checkpoint_into_its_records_and_the_leaderboard(synth_corpus, teacher, tmp_path, monkeypatch):
+    from core.records import load_record, write_record
+    from harness.compression.convexity.curves import METADATA_KEY, read_curves_file
+    from harness.compression.registry import finished_checkpoints
+    from harness.evaluation.provenance import build_record, checkpoint_provenance
+    from leaderboard.aggregate import build_leaderboard
+    from upstreams.identity import checkpoint_hash
+
+    def fake_scores(layers, labels, config):  # peaks at hidden state 2
+        return [fake_result(100.0 - 10 * abs(i - 2)) for i in range(len(layers))]
+
+    monkeypatch.setattr(convexity, "graph_convexity_per_layer", fake_scores)
+    out = convexity.compress_convexity(str(teacher), tmp_path / "cvx", corpus=synth_corpus, labels="speaker",
+                                       max_points=40, depths="all")  # fmt: skip
+    curves = read_curves_file(out).curves
+    assert curves == {"speaker": [pytest.approx(100.0 - 10 * abs(i - 2)) for i in range(5)]}  # 5 hidden states
+    folder = finished_checkpoints(out)[1]
+    hash_before = checkpoint_hash(folder)
+    carried = checkpoint_provenance(str(folder))["compression"][METADATA_KEY]
+    assert carried == curves and checkpoint_hash(folder) == hash_before  # notes are not the model's identity
+    record = build_record(task={"name": "sid", "metrics": ["accuracy"], "main_metric": "accuracy", "higher_is_better": True},
+                          metrics={"test": {"accuracy": 50.0}}, upstream={"name": "pruned_hubert", "ckpt": str(folder),
+                          **checkpoint_provenance(str(folder))}, corpus={"name": "synth"}, config={"preset": "demo"},
+                          seeds={"train": 0}, timing={}, device={})  # fmt: skip
+    path = write_record(record, tmp_path / "records")
+    (out / "convexity.json").unlink()  # the leaderboard reads the record, not the run folder
+    (table,) = build_leaderboard([load_record(path)])
+    (found,) = table.convexity
+    assert found.curves == curves and found.path == path

@@ -4,6 +4,7 @@ and the paper's claims beside (studies/finetune_table.py, studies/convexity_fine
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ import torch
 from harness import finetune
 from harness.compression.convexity.method import LayerScores
 from studies import convexity_finetune
-from studies.finetune_table import build_study, to_csv, to_markdown
+from studies.finetune_table import Report, build_study, load_report, to_csv, to_markdown
 from upstreams import tiny_config
 from upstreams.checkpoint import save_compact
 from upstreams.model import SpeechEncoder
@@ -31,7 +32,7 @@ def report(seed: int, cut_correct: list[int], full_correct: list[int], cut_s: fl
                 "history": [{"step": 10, "valid_accuracy": 50.0}, {"step": 20, "valid_accuracy": 60.0}]}  # fmt: skip
 
     return {"task": {"name": "sid", "main_metric": "accuracy", "higher_is_better": True}, "seeds": {"train": seed}, "schedule": {"steps": 20},
-            "models": {"pruned": model(cut_correct, 2, 600, cut_s), "full": model(full_correct, 4, 1000, full_s)}}  # fmt: skip
+            "device": {"type": "cpu"}, "models": {"pruned": model(cut_correct, 2, 600, cut_s), "full": model(full_correct, 4, 1000, full_s)}}  # fmt: skip
 
 
 def test_equal_models_differ_by_nothing_and_a_task_without_a_cut_says_so():
@@ -123,3 +124,55 @@ def test_the_published_study_is_its_reports_tabulated():
     assert to_markdown(rows) == (root / "table.md").read_text(encoding="utf-8")
     assert to_csv(rows) == (root / "table.csv").read_text(encoding="utf-8")
     assert set(study["report_devices"]) == {f"{r['task']['name']}/seed-{r['seeds']['train']}" for r in reports}
+
+
+PUBLISHED = REPO / "leaderboard" / "published" / "convexity-finetune-12l"
+
+
+def test_the_published_reports_load_and_tabulate_as_their_json():
+    paths = sorted(PUBLISHED.glob("runs/*/seed-*/finetune-*.json"))
+    reports = [load_report(path) for path in paths]
+    assert paths and all(isinstance(r, Report) for r in reports)
+    sid = load_report(PUBLISHED / "runs" / "sid" / "seed-0" / "finetune-sid.json")
+    assert (sid.task, sid.main_metric, sid.higher_is_better, sid.seed, sid.steps) == ("sid", "accuracy", True, 0, 600)
+    assert (sid.cut.num_layers, sid.full.num_layers) == (9, 12) and sid.cut.params < sid.full.params
+    assert len(sid.cut.per_utterance.ids) == 1200 and sid.cut.per_utterance.value() == pytest.approx(99.0)
+    assert sid.cut.best_step == 500 and sid.cut.history[0].step == 100 and "accuracy" in sid.cut.history[0].metrics
+    assert sid.cut.train_s == pytest.approx(557.677) and sid.full.inference_s_per_audio_s > 0
+    assert sid.schedule["steps"] == 600 and sid.device["type"] == "cpu" and sid.origin.endswith("finetune-sid.json")
+    study = json.loads((PUBLISHED / "study.json").read_text())
+    assert to_markdown(build_study(study["cuts"], reports)) == (PUBLISHED / "table.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("key", ["device", "seeds.train", "task.higher_is_better", "models.pruned.per_utterance",
+                                 "models.full.training.train_s", "models.pruned.history.0.valid_accuracy"])  # fmt: skip
+def test_a_report_without_a_key_names_its_file_and_the_key(tmp_path, key):
+    data = json.loads((PUBLISHED / "runs" / "sid" / "seed-0" / "finetune-sid.json").read_text())
+    *parents, last = key.split(".")
+    section = data
+    for part in parents:
+        section = section[int(part)] if part.isdigit() else section[part]
+    del section[last]
+    path = tmp_path / "finetune-sid.json"
+    path.write_text(json.dumps(data))
+    shown = re.sub(r"\.(\d+)\.", r"[\1].", key)  # models.pruned.history[0].valid_accuracy
+    with pytest.raises(ValueError, match=re.escape(f"{path}: key {shown!r} is missing") + ".*delete that file and run the study again"):
+        load_report(path)
+    with pytest.raises(ValueError, match=re.escape(f"reports[1]: key {shown!r} is missing")):
+        build_study(CUTS, [report(0, [1], [1]), data])  # a report's parsed JSON goes through the loader too
+
+
+def test_an_ill_typed_or_unreadable_report_names_its_file_and_what_is_wrong(tmp_path):
+    data = report(0, [1, 0], [1, 1])
+    data["models"]["pruned"]["params"] = "600"
+    path = tmp_path / "finetune-sid.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(f"""{path}: key 'models.pruned.params' is "600", not an integer""")):
+        load_report(path)
+    data["models"]["pruned"]["params"], data["models"] = 600, []
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: key 'models' is [], not an object")):
+        load_report(path)
+    path.write_text('{"task": ')
+    with pytest.raises(ValueError, match=re.escape(f"{path}: cannot be read as JSON") + ".*delete that file"):
+        load_report(path)

@@ -224,3 +224,32 @@ def test_project_upstream_entry_with_its_cost_figures(synth_corpus, tmp_path):
     assert upstream["cost_source"] == "upstreams.cost"
     assert upstream["params"] > 0 and upstream["macs_per_second"] > 0 and upstream["real_time_factor"] > 0
     assert upstream["ckpt"] == "preset:tiny_hubert" and upstream["ckpt_sha256"].startswith("name:")
+
+
+def test_head_seeds_share_one_session_and_each_gets_its_record(synth_corpus, tmp_path, monkeypatch):
+    import harness.evaluation.engine as engine
+
+    hashed = []
+    real_hash = engine.checkpoint_hash
+    monkeypatch.setattr(engine, "checkpoint_hash", lambda ckpt: hashed.append(ckpt) or real_hash(ckpt))
+    config = EvaluateConfig(upstream="fbank", tasks=["sid", "slu"], corpus=synth_corpus, head_seeds=[0, 2], max_steps=2,
+                            cache_dir=tmp_path / "cache", records_dir=tmp_path / "rec")  # fmt: skip
+    paths = evaluate(config)
+    made = sorted((r.task.name, r.seed) for r in load_records(tmp_path / "rec"))
+    assert len(paths) == 4 and made == [("sid", 0), ("sid", 2), ("slu", 0), ("slu", 2)]
+    assert len(hashed) == 1  # one session: the checkpoint identified once for every task and seed
+    given = EvaluateConfig(upstream="fbank", tasks=["sid"], corpus=synth_corpus, max_steps=2, ckpt_sha256="abc",
+                           cache_dir=tmp_path / "cache", records_dir=tmp_path / "rec2")  # fmt: skip
+    (path,) = evaluate(given)
+    assert len(hashed) == 1 and json.loads(path.read_text())["upstream"]["ckpt_sha256"] == "abc"
+
+
+def test_every_sparsity_is_refused_with_the_same_words():
+    from harness.compression.dphubert.options import DPHuBERTConfig
+    from harness.compression.sparsity import check_sparsity
+    from harness.run import RunConfig, check_config
+
+    for refuse in (lambda: check_sparsity([0.5, 1.5]), lambda: DPHuBERTConfig(sparsity=0.0).validate(),
+                   lambda: check_config(RunConfig(sparsities=[1.0]))):  # fmt: skip
+        with pytest.raises(ValueError, match=r"--sparsity must lie in \(0, 1\), got (1\.5|0|1): give the fraction"):
+            refuse()

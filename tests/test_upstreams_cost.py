@@ -10,7 +10,17 @@ import torch
 
 from upstreams.checkpoint import save_compact
 from upstreams.config import EncoderConfig
-from upstreams.cost import CostReport, count_macs, measure_cost, read_stored_cost, record_cost
+from upstreams.cost import (
+    COST_INPUT_SECONDS,
+    CostReport,
+    count_macs,
+    find_encoder,
+    measure_cost,
+    measure_upstream_cost,
+    read_stored_cost,
+    record_cost,
+    try_record_cost,
+)
 from upstreams.model import SpeechEncoder, tiny_config
 
 
@@ -147,3 +157,72 @@ def test_a_stored_cost_names_its_file_relative_to_the_checkout():
 
     stored = read_stored_cost(EMBEDDED_TEACHER.resolve(), "cpu")
     assert stored is not None and stored["source"] == "upstreams/teachers/synth-hubert-tiny/cost.json"
+
+
+class ConvFrontEnd(torch.nn.Module):
+    """Not one of our encoders: a module with the s3prl upstream call ``(wavs [B, T], lens [B])``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 4, kernel_size=400, stride=320)
+
+    def forward(self, wavs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        return self.conv(wavs[:, None])
+
+
+class Wrapper(torch.nn.Module):  # the shape of S3PRLUpstream: the expert under .upstream
+    def __init__(self, upstream: torch.nn.Module) -> None:
+        super().__init__()
+        self.upstream = upstream
+
+    def forward(self, wavs, lens):
+        return self.upstream(wavs, lens)
+
+
+def test_a_module_that_is_not_our_encoder_is_counted_with_the_flop_counter():
+    front_end = ConvFrontEnd()
+    assert find_encoder(Wrapper(front_end)) is None
+    cost = measure_upstream_cost(Wrapper(front_end))
+    frames = (int(COST_INPUT_SECONDS * 16000) - 400) // 320 + 1
+    assert cost["source"] == "torch.flop_counter" and cost["macs"] == frames * 4 * 400
+    assert cost["params"] == sum(p.numel() for p in front_end.parameters())
+    assert cost["macs_per_second"] == cost["macs"] / COST_INPUT_SECONDS and cost["input_seconds"] == COST_INPUT_SECONDS
+    assert cost["latency_s"] > 0 and cost["real_time_factor"] == pytest.approx(cost["latency_s"] / COST_INPUT_SECONDS)
+    assert cost["device"] == "cpu" and set(cost) == {"params", "macs", "input_seconds", "macs_per_second", "latency_s",
+                                                     "real_time_factor", "device", "threads", "source"}  # fmt: skip
+    assert measure_upstream_cost(front_end, latency=False)["latency_s"] is None
+
+
+def test_our_encoder_goes_to_measure_cost_and_its_errors_are_not_hidden(tmp_path, monkeypatch):
+    model = SpeechEncoder(tiny_config("hubert"))
+
+    class Expert(torch.nn.Module):  # our s3prl expert: the encoder under .model
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+    upstream = Wrapper(Expert())
+    assert find_encoder(upstream) is model
+    cost = measure_upstream_cost(upstream, latency=False)
+    assert cost["source"] == "upstreams.cost" and cost["params"] == model.num_params()
+    assert cost["macs"] == count_macs(model, COST_INPUT_SECONDS) and cost["latency_s"] is None
+    assert set(cost) == {f.name for f in dataclasses.fields(CostReport)} | {"source"}
+
+    save_compact(model, tmp_path)  # a stored cost.json is preferred to a new measurement
+    record_cost(tmp_path, CostReport(params=1, macs=2, input_seconds=1.0, macs_per_second=2.0))
+    assert measure_upstream_cost(upstream, str(tmp_path))["source"] == str(tmp_path / "cost.json")
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug in our encoder")
+
+    monkeypatch.setattr(model, "forward", broken)  # once fell back to the flop counter, hiding the bug
+    with pytest.raises(TypeError, match="a bug in our encoder"):
+        measure_upstream_cost(upstream, latency=False)
+
+
+def test_try_record_cost_logs_a_failure_instead_of_raising(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="upstreams.cost"):
+        assert try_record_cost(torch.nn.Linear(2, 2), tmp_path) is None
+    assert "could not measure the cost (TypeError" in caplog.text and not (tmp_path / "cost.json").exists()
+    path = try_record_cost(SpeechEncoder(tiny_config("hubert")), tmp_path)
+    assert path == tmp_path / "cost.json" and json.loads(path.read_text())["macs"] > 0

@@ -7,9 +7,13 @@ Layout::
                            "encoder": {EncoderConfig fields}, "metadata": {...}}
       model.safetensors   the state dict of SpeechEncoder(config)
       cost.json           (optional) parameters, MACs per second, latency (upstreams.cost.record_cost)
+      compression.json    (optional) what the compression found about this checkpoint, for the
+                          records made from it (e.g. convexity curves): {"<key>": value, ...}
 
 Loading needs only this package and safetensors: no pickles, no training code. Every file is
-written atomically (``core.files``). The three file names are spelled here only.
+written atomically (``core.files``). The four file names are spelled here only. A checkpoint's
+identity (:func:`upstreams.identity.checkpoint_hash`) is its config and weights: ``cost.json`` and
+``compression.json`` can be written later without changing it.
 
 Writing a checkpoint never measures its cost: that takes forward passes over 10 s of audio, so a
 caller that wants ``cost.json`` asks for it, after :func:`save_compact`::
@@ -38,6 +42,7 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 COST_NAME = "cost.json"
+NOTES_NAME = "compression.json"
 
 
 def is_compact_checkpoint(path: str | Path) -> bool:
@@ -208,3 +213,25 @@ def truncation_depth(checkpoint: str | Path, parent: str | Path) -> int | None:
     if cut_state.keys() != state.keys() or not all(torch.equal(cut_state[k], state[k]) for k in state):
         return None
     return child.num_layers
+
+
+def write_compression_notes(directory: str | Path, notes: dict[str, Any]) -> Path:
+    """Add ``notes`` (JSON-serialisable) to ``directory/compression.json``, keeping what is there."""
+    path = Path(directory) / NOTES_NAME
+    write_json(path, {**read_compression_notes(directory), **notes})
+    return path
+
+
+def read_compression_notes(directory: str | Path | None) -> dict[str, Any]:
+    """``directory/compression.json`` (empty when there is none, or ``directory`` is not a folder)."""
+    path = Path(directory) / NOTES_NAME if directory else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        notes = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: unreadable compression notes ({err}); delete it or compress again") from err
+    if not isinstance(notes, dict):
+        raise ValueError(f"{path}: expected a JSON object; delete it or compress again")
+    return notes
+

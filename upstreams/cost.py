@@ -10,8 +10,13 @@ minimum: other work on the machine only ever adds time, so it is the least distu
 factor is latency / audio duration (below 1 is faster than real time). ``record_cost`` stores the
 figures in the checkpoint directory (``cost.json``), one latency entry per device and dtype, and
 ``read_stored_cost`` reads them back for one device type. Nothing here runs unless asked:
-``upstreams.checkpoint.save_compact`` never measures, its callers call ``record_cost`` when they
-want the figures.
+``upstreams.checkpoint.save_compact`` never measures, its callers call ``record_cost`` (or
+``try_record_cost``, which logs a failure instead of raising) when they want the figures.
+
+This module is the one place the cost is measured. :func:`measure_upstream_cost` is what an
+evaluation records for any s3prl upstream: the stored ``cost.json`` of a compact checkpoint, else
+:func:`measure_cost` when the upstream is one of our encoders (:func:`find_encoder`), else a count
+of the module as it is with ``torch.utils.flop_counter`` (any s3prl upstream).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from upstreams.checkpoint import COST_NAME
 from upstreams.model import SpeechEncoder
 
 logger = logging.getLogger(__name__)
+
+COST_INPUT_SECONDS = 10.0  # MACs and latency are measured on this much 16 kHz audio unless told otherwise
 
 
 @dataclasses.dataclass
@@ -58,13 +65,26 @@ class CostReport:
         return text
 
 
-def _resolve_model(model_or_source: Any):
-    """A SpeechEncoder from a SpeechEncoder, our s3prl expert, an S3PRLUpstream, or a checkpoint path."""
-    candidate = model_or_source
+def find_encoder(module: Any) -> SpeechEncoder | None:
+    """The :class:`SpeechEncoder` that ``module`` is or wraps, else None.
+
+    Our wrappers hold it at most two attributes deep: ``PrunedUpstreamExpert.model``, and
+    ``S3PRLUpstream.upstream.model`` for an s3prl upstream built from one of our hub entries. Any
+    other module (s3prl's own upstreams, whose experts hold their own model classes) gives None.
+    """
+    candidate = module
     for _ in range(3):
         if isinstance(candidate, SpeechEncoder):
             return candidate
         candidate = getattr(candidate, "model", None) or getattr(candidate, "upstream", None)
+    return None
+
+
+def _resolve_model(model_or_source: Any):
+    """A SpeechEncoder from a SpeechEncoder, our s3prl expert, an S3PRLUpstream, or a checkpoint path."""
+    encoder = find_encoder(model_or_source)
+    if encoder is not None:
+        return encoder
     if isinstance(model_or_source, str | Path):
         from upstreams.importers import load_upstream
 
@@ -80,7 +100,7 @@ def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None,
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def count_macs(model, seconds: float = 10.0) -> int:
+def count_macs(model, seconds: float = COST_INPUT_SECONDS) -> int:
     """Multiply-accumulates of one forward pass over ``seconds`` of audio (batch 1)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -97,7 +117,7 @@ def count_macs(model, seconds: float = 10.0) -> int:
     return counter.get_total_flops() // 2
 
 
-def measure_latency(model, seconds: float = 10.0, repeats: int = 5, warmup: int = 1) -> float:
+def measure_latency(model, seconds: float = COST_INPUT_SECONDS, repeats: int = 5, warmup: int = 1) -> float:
     """Fastest seconds of a batch-1 forward over ``seconds`` of audio on the model's device."""
     parameter = next(model.parameters())
     waveform = torch.randn(1, int(seconds * SAMPLE_RATE), device=parameter.device, dtype=parameter.dtype)
@@ -126,7 +146,7 @@ def device_description(device: torch.device) -> str:
 
 
 def measure_cost(
-    model_or_source: Any, seconds: float = 10.0, latency: bool = True, repeats: int = 5, warmup: int = 1
+    model_or_source: Any, seconds: float = COST_INPUT_SECONDS, latency: bool = True, repeats: int = 5, warmup: int = 1
 ) -> CostReport:
     """Parameters, MACs (per ``seconds`` and per second of audio) and, if ``latency``, speed.
 
@@ -153,6 +173,92 @@ def measure_cost(
         report.real_time_factor = report.latency_s / seconds
     logger.info("cost: %s", report.summary())
     return report
+
+
+def measure_upstream_cost(upstream: torch.nn.Module, ckpt: str | None = None, latency: bool = True) -> dict[str, Any]:
+    """Parameters, MACs per second of audio and real-time factor of an s3prl upstream, as a record stores them.
+
+    In order of preference:
+
+    - the ``cost.json`` stored in the compact checkpoint directory ``ckpt`` (:func:`read_stored_cost`,
+      the latency timed on this device type; ``"source"`` is the file's path);
+    - :func:`measure_cost` on ``COST_INPUT_SECONDS`` of audio when ``upstream`` is or wraps one of our
+      encoders (:func:`find_encoder`): the fields of :class:`CostReport` and ``"source": "upstreams.cost"``;
+    - otherwise a count of ``upstream(wavs [1, T], lens [1])`` with ``torch.utils.flop_counter`` on
+      ``COST_INPUT_SECONDS`` of audio (MACs = FLOPs / 2; operations it cannot see, such as the FFT of a
+      filterbank front end, count as zero) and the fastest of 5 timed passes after one warm-up:
+      ``params``, ``macs``, ``input_seconds``, ``macs_per_second``, ``latency_s``, ``real_time_factor``,
+      ``device``, ``threads`` and ``"source": "torch.flop_counter"``. A count or timing that fails is
+      logged and recorded as None, never guessed.
+
+    Args:
+        upstream: an ``s3prl.nn.S3PRLUpstream`` (or any module taking ``(wavs [B, T], lens [B])``),
+            on the device to time it on.
+        ckpt: the checkpoint it was loaded from, to look for ``cost.json``.
+        latency: also time batch-1 forward passes for the real-time factor.
+    """
+    device = str(next((p.device for p in upstream.parameters()), "cpu"))
+    stored = read_stored_cost(ckpt, device)  # the cost.json of a compact checkpoint, if any
+    if stored is not None:
+        return stored
+    encoder = find_encoder(upstream)
+    if encoder is not None:
+        report = measure_cost(encoder, seconds=COST_INPUT_SECONDS, latency=latency)
+        return {**dataclasses.asdict(report), "source": "upstreams.cost"}
+    return _flop_counter_cost(upstream, torch.device(device), latency)
+
+
+def _flop_counter_cost(upstream: torch.nn.Module, device: torch.device, latency: bool) -> dict[str, Any]:
+    """The ``torch.flop_counter`` figures of :func:`measure_upstream_cost` for a module that is not ours."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = getattr(upstream, "upstream", upstream)
+    wav = torch.randn(1, int(SAMPLE_RATE * COST_INPUT_SECONDS), device=device)
+    wav_len = torch.tensor([wav.shape[1]], device=device)
+    was_training = upstream.training
+    upstream.eval()
+    macs: int | None = None
+    latency_s: float | None = None
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            upstream(wav, wav_len)
+        macs = counter.get_total_flops() // 2
+        if latency:
+            times = []
+            with torch.inference_mode():
+                for _ in range(6):
+                    start = time.perf_counter()
+                    upstream(wav, wav_len)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - start)
+            latency_s = min(times[1:])
+    except Exception as err:  # a cost we cannot count is reported as unknown, never guessed
+        logger.warning("could not measure the upstream's MACs or latency (%s); recording them as unknown", err)
+    finally:
+        upstream.train(was_training)
+    return {
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "macs": macs,
+        "input_seconds": COST_INPUT_SECONDS,
+        "macs_per_second": None if macs is None else macs / COST_INPUT_SECONDS,
+        "latency_s": latency_s,
+        "real_time_factor": None if latency_s is None else latency_s / COST_INPUT_SECONDS,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "source": "torch.flop_counter",
+    }
+
+
+def try_record_cost(model: Any, directory: str | Path) -> Path | None:
+    """:func:`record_cost` of :func:`measure_cost` of ``model`` (defaults) in ``directory``; returns
+    the ``cost.json`` path, or None when measuring or writing failed. The failure is logged as a
+    warning, never raised: a checkpoint is complete without its cost record."""
+    try:
+        return record_cost(directory, measure_cost(model))
+    except Exception as err:  # noqa: BLE001 - the checkpoint is complete without its cost record
+        logger.warning("%s: could not measure the cost (%s: %s); saved without cost.json", directory, type(err).__name__, err)
+        return None
 
 
 def record_cost(directory: str | Path, report: CostReport) -> Path:

@@ -55,3 +55,17 @@ def default_of(config_class: type, name: str):
                 raise ValueError(f"{config_class.__name__}.{name} has no default")
             return ",".join(str(v) for v in value) if isinstance(value, list | tuple) else value
     raise AttributeError(f"{config_class.__name__} has no field {name!r}")
+
+
+def parse_head_seeds(text: str | None) -> list[int] | None:
+    """``--head-seeds 0,1,2`` as sorted distinct integers (None when the option is not given)."""
+    if text is None:
+        return None
+    try:
+        seeds = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError as err:
+        raise ValueError(f"--head-seeds {text!r}: give whole numbers, e.g. 0,1,2") from err
+    if not seeds:
+        raise ValueError("--head-seeds is empty; give whole numbers, e.g. 0,1,2")
+    return seeds
+

@@ -7,7 +7,7 @@ import logging
 import shlex
 from pathlib import Path
 
-from harness.commands import check_directories, default_of, defaulted, set_torch_threads
+from harness.commands import check_directories, default_of, defaulted, parse_head_seeds, set_torch_threads
 from harness.devices import DEVICE_HELP
 from harness.evaluation.config import UTTERANCE_FEATURES, EvaluateConfig
 from tasks.benchmarks import DEFAULT_BENCHMARK, get_benchmark
@@ -57,6 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--records", type=Path, **defaulted(D, "records_dir", "directory for the JSON records"))
     parser.add_argument("--cache", type=Path, **defaulted(D, "cache_dir", "feature cache directory, shared by runs"))
     parser.add_argument("--seed", type=int, **defaulted(D, "seed", "seed of head initialisation and batch order"))
+    parser.add_argument("--head-seeds", default=None,
+                        help="head seeds, comma-separated: each task is trained once per seed, on features "
+                        "extracted once (default: --seed alone)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on training steps per task (quick checks)")
     parser.add_argument("--extract-dtype", choices=["auto", "float32", "bfloat16", "float16"],
                         **defaulted(D, "extract_dtype", "autocast precision of feature extraction and online frames "
@@ -130,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         records_dir=args.records,
         seed=args.seed,
+        head_seeds=parse_head_seeds(args.head_seeds),
         max_steps=args.max_steps,
         extract_dtype=args.extract_dtype,
         extract_batch_seconds=args.extract_batch_seconds,

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from core.paths import portable_command
-from harness.commands import default_of, defaulted
+from harness.commands import default_of, defaulted, parse_head_seeds
+from harness.compression.sparsity import check_sparsity
 from harness.devices import DEVICE_HELP
 from tasks.corpora.resolve import SPEC_HELP
 from tasks.schedules import SCHEDULES, schedule_help
@@ -104,16 +105,10 @@ def _run(args: argparse.Namespace) -> int:
             sparsities = [float(s) for s in args.sparsity.split(",") if s]
         except ValueError as err:
             raise ValueError(f"--sparsity {args.sparsity!r}: give numbers between 0 and 1, e.g. 0.5,0.75") from err
-        if not sparsities or not all(0 < s < 1 for s in sparsities):
-            raise ValueError(f"--sparsity {args.sparsity!r}: every level must be between 0 and 1 (exclusive)")
-    head_seeds = None
-    if args.head_seeds is not None:
-        try:
-            head_seeds = sorted({int(s) for s in args.head_seeds.split(",") if s.strip()})
-        except ValueError as err:
-            raise ValueError(f"--head-seeds {args.head_seeds!r}: give whole numbers, e.g. 0,1,2") from err
-        if not head_seeds:
-            raise ValueError("--head-seeds is empty; give whole numbers, e.g. 0,1,2")
+        if not sparsities:
+            raise ValueError(f"--sparsity {args.sparsity!r}: give numbers between 0 and 1, e.g. 0.5,0.75")
+        check_sparsity(sparsities)
+    head_seeds = parse_head_seeds(args.head_seeds)
     cut_labels = None
     if args.cut_labels:
         try:

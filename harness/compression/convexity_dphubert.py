@@ -37,14 +37,13 @@ Run::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
 from pathlib import Path
 
-from core.files import write_json
 from core.paths import CONVEXITY_FILE, portable_path
+from harness.compression.convexity.curves import attach_curves, read_curves_file, write_curves_file
 from harness.compression.convexity.method import cached_score_layers
 from harness.compression.convexity.options import (
     AVERAGES,
@@ -142,6 +141,8 @@ def compress_convexity_dphubert(
     params = final.num_params()
     summary.update(achieved_sparsity=round(1.0 - params / teacher_params, 5), params=params, teacher_params=teacher_params)
     finish_run(run, final, summary, measure_cost)
+    if run.runtime.is_main:
+        attach_curves(run.out, read_curves_file(run.out).curves)  # for the records made from it
     return run.out
 
 
@@ -158,14 +159,13 @@ def choose_depth(
         scores = cached_score_layers(run.teacher, teacher, corpus, label_types, max_points, run.config.seed,
                                      run.runtime.device, probes=False, average=average, cache=scores_cache)  # fmt: skip
         selection = select_layers(scores.curves, rule)
-        choice = {**scores.curves, "kept_layers": selection.num_layers, "selection": selection.to_dict(),
-                  "counts": scores.counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1),
-                  "average": average, "by_average": scores.by_average}  # fmt: skip
-        write_json(run.out / CONVEXITY_FILE, choice)
+        details = {"selection": selection.to_dict(), "counts": scores.counts, "corpus": str(corpus),
+                   "seconds": round(time.perf_counter() - started, 1), "average": average, "by_average": scores.by_average}
+        write_curves_file(run.out, scores.curves, selection.num_layers, **details)
         other = next(name for name in scores.by_average if name != average)
         plot_convexity(scores.curves, run.out / "convexity.png", selection=selection,
                        title=f"Graph convexity per layer: {run.teacher}", other=(other, scores.by_average[other]))  # fmt: skip
-        write_json(saved, choice)  # last: the choice is made
+        write_curves_file(run.work, scores.curves, selection.num_layers, **details)  # last: the choice is made
         logger.info("convexity_dphubert: %s", selection.reason)
     run.runtime.barrier()
-    return json.loads(saved.read_text(encoding="utf-8"))
+    return read_curves_file(run.work).data

@@ -55,6 +55,7 @@ from harness.compression.distill_options import (
     LOSSES,
     SCHEDULE_FIELDS,
     SIZE_TOLERANCE,
+    check_options,
     resolve_schedule,
 )
 from harness.compression.distillation_recipe import (
@@ -194,6 +195,11 @@ def check_budget(teacher: EncoderConfig, config: DPHuBERTConfig, loss: str) -> N
     layers, _ = distilled_states(loss, config.distill_layers, teacher.num_layers, depth)
     if max(layers) > teacher.num_layers:
         raise ValueError(f"--distill-layers {config.distill_layers}: the teacher has hidden states 0..{teacher.num_layers}")
+
+
+def check_student_size(preset: str, options: dict, teacher: EncoderConfig) -> None:
+    """The registry's teacher check: the options, then a budget no fixed student of ``teacher`` meets."""
+    check_budget(teacher, check_options(preset, options), options.get("loss") or DEFAULT_LOSS)
 
 
 def compress_distill(

@@ -74,9 +74,10 @@ def add_arguments(parser: argparse._ActionsContainer) -> list[str]:
     return [action.dest for action in actions]
 
 
-def check_options(preset: str, options: dict) -> DPHuBERTConfig:
-    """Refuse, before any work, what ``compress_distill`` would refuse of its options (the budget
-    against the teacher is :func:`harness.compression.distill.check_budget`); returns the schedule."""
+def check_options(preset: str, options: dict, teacher=None) -> DPHuBERTConfig:
+    """Refuse, before any work, what ``compress_distill`` would refuse of its options; returns the
+    schedule. The budget against a known teacher is :func:`harness.compression.distill.check_student_size`
+    (the registry's ``teacher_check``: it needs torch)."""
     rest = {key: value for key, value in options.items() if key not in ("sparsity", "loss")}
     loss = options.get("loss") or DEFAULT_LOSS
     if loss not in LOSSES:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,7 +33,9 @@ from core.files import atomic_open, write_json
 from harness import batching, training
 from harness.compression.dphubert.hardconcrete import EncoderGates
 from harness.compression.dphubert.options import DPHuBERTConfig
+from tasks.audio import audio_num_samples, load_audio_window
 from upstreams.checkpoint import is_compact_checkpoint, save_compact
+from upstreams.cost import try_record_cost
 from upstreams.model import SpeechEncoder
 
 logger = logging.getLogger(__name__)
@@ -136,11 +137,15 @@ def check_layers(layers: list[int], model: SpeechEncoder, what: str = "the teach
 
 # ---------------------------------------------------------------------- audio
 class CorpusAudio:
-    """Training utterances of a prepared corpus, read crop by crop (no need to hold the corpus in memory)."""
+    """Training utterances of a prepared corpus, read crop by crop (no need to hold the corpus in memory).
+
+    Lengths are 16 kHz samples as :func:`tasks.audio.load_audio` returns them (read from the headers),
+    crops are read by :func:`tasks.audio.load_audio_window`: a 16 kHz file reads only the crop, a file
+    at another rate is resampled whole for each crop (correct, but slower)."""
 
     def __init__(self, corpus: str | os.PathLike, min_samples: int) -> None:
         paths = training.training_wavs(corpus)
-        lengths = [sf.info(p).frames for p in tqdm(paths, desc="audio lengths", unit="file", leave=False)]
+        lengths = [audio_num_samples(p) for p in tqdm(paths, desc="audio lengths", unit="file", leave=False)]
         kept = [(p, n) for p, n in zip(paths, lengths, strict=True) if n >= min_samples]
         if not kept:
             raise ValueError(f"{corpus}: no training utterance has {min_samples} samples or more")
@@ -150,14 +155,9 @@ class CorpusAudio:
                     sum(self.lengths) / SAMPLE_RATE / 3600, len(paths) - len(kept), min_samples)  # fmt: skip
 
     def batch(self, crops: list[tuple[int, int, int]]) -> Tensor:
-        """``[batch, samples]`` float32 from ``(item, start, num_samples)`` triples (equal lengths)."""
-        rows = []
-        for item, start, size in crops:
-            audio, rate = sf.read(self.paths[item], start=start, frames=size, dtype="float32", always_2d=True)
-            if rate != SAMPLE_RATE or len(audio) != size:
-                raise ValueError(f"{self.paths[item]}: expected {size} samples at 16 kHz, got {len(audio)} at {rate} Hz")
-            rows.append(audio.mean(axis=1))
-        return torch.from_numpy(np.stack(rows))
+        """``[batch, samples]`` float32 from ``(item, start, num_samples)`` triples (equal lengths);
+        :class:`tasks.audio.AudioError` naming the file for a crop past its end."""
+        return torch.stack([load_audio_window(self.paths[item], start, size) for item, start, size in crops])
 
 
 def corpus_audio(
@@ -412,13 +412,9 @@ def finish_run(run: RecipeRun, final: SpeechEncoder, summary: dict, measure_cost
 
 
 def _record_cost(model: SpeechEncoder, out: Path) -> None:
-    """``cost.json`` beside the checkpoint; a failed measurement is logged, never fatal (the model is saved)."""
-    from upstreams.cost import measure_cost, record_cost
-
-    try:
-        record_cost(out, measure_cost(model))
-    except Exception as err:  # noqa: BLE001 - the checkpoint is complete without its cost record
-        logger.warning("%s: could not measure the cost (%s: %s); saved without cost.json", out, type(err).__name__, err)
+    """``cost.json`` beside the checkpoint (:func:`upstreams.cost.try_record_cost`): a failed
+    measurement is logged, never fatal (the model is saved)."""
+    try_record_cost(model, out)
 
 
 def _drop_log_entries_after(path: Path, stage: int, step: int) -> None:

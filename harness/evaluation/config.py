@@ -28,7 +28,8 @@ class EvaluateConfig:
     device: str = DEFAULT_DEVICE
     cache_dir: Path = CACHE_DIR
     records_dir: Path = RECORDS_DIR
-    seed: int = 0
+    seed: int = 0  # the heads' seed, unless head_seeds is given
+    head_seeds: list[int] | None = None  # one evaluation per seed and task, on one session; None: [seed]
     max_steps: int | None = None  # caps the preset's steps (and its validation interval)
     extract_dtype: str = "auto"  # bfloat16 on a GPU that has it, float32 elsewhere (harness.evaluation.engine.extraction_dtype)
     extract_batch_seconds: float = 64.0
@@ -36,4 +37,9 @@ class EvaluateConfig:
     utterance_features: str = "auto"  # "frames": utterance-level heads read frames, not pooled statistics
     command: str | None = None  # the command line, kept in the records
     trust_checkpoint: bool = False  # let s3prl's own entries open a --ckpt that does not load safely
+    ckpt_sha256: str | None = None  # --ckpt's checkpoint_hash, when the caller has computed it (harness run)
     features_from: str | None = None  # a compact checkpoint --ckpt is the first layers of: its cached features serve
+
+    def evaluation_seeds(self) -> list[int]:
+        """The head seeds each task is trained with."""
+        return list(self.head_seeds) if self.head_seeds else [self.seed]

@@ -45,6 +45,7 @@ from tasks.base import Task, TaskPreset
 from tasks.corpora.checksums import audio_identity, read_checksums
 from tasks.corpora.manifest import SPLITS, CorpusInfo, read_manifest
 from tasks.registry import get_task
+from upstreams.cost import measure_upstream_cost
 from upstreams.identity import checkpoint_hash
 from upstreams.s3prl_hub import build_upstream, check_checkpoint, check_upstream_name
 
@@ -182,13 +183,14 @@ def setup(config: EvaluateConfig) -> Session:
     check_checkpoint(config.upstream, config.ckpt, config.trust_checkpoint)
     runtime = setup_runtime(config.device)  # joins the process group under torchrun
     device = str(runtime.device)
-    spec = UpstreamSpec(config.upstream, config.ckpt, checkpoint_hash(config.ckpt), extraction_dtype(config.extract_dtype, device))
+    ckpt_sha256 = config.ckpt_sha256 or checkpoint_hash(config.ckpt)  # the caller's, when it has hashed it already
+    spec = UpstreamSpec(config.upstream, config.ckpt, ckpt_sha256, extraction_dtype(config.extract_dtype, device))
     cache = FeatureCache(config.cache_dir)
     upstream = _LazyUpstream(config.upstream, config.ckpt)
     cost_name = f"cost-{spec.key()}-{torch.device(device).type}"
     cost = cache.read_info(cost_name)
     if cost is None:
-        cost = provenance.upstream_cost(upstream().to(device), config.ckpt)
+        cost = measure_upstream_cost(upstream().to(device), config.ckpt)
         cache.write_info(cost_name, cost)
     if superb_macs.applies(config.corpus):  # LibriSpeech test-clean: MACs as the SUPERB challenge counts them
         info_name = f"superb-macs-{spec.key()}-{CorpusInfo.read(config.corpus).fingerprint}"
@@ -251,10 +253,12 @@ def extraction_dtype(name: str, device: str) -> str:
 
 
 def evaluate(config: EvaluateConfig) -> list[Path]:
-    """Run every task of ``config``; returns the paths of the records written."""
+    """Run every task of ``config`` with every head seed (``config.evaluation_seeds()``), on one
+    session (the checkpoint hashed, the corpus read and the cost measured once); returns the paths
+    of the records written."""
     session = setup(config)
     kinds = {(p.task, p.split): p.kind for p in split_plans(session)}  # the plan guards the run: before any work
-    paths = [evaluate_task(session, get_task(name), kinds) for name in config.tasks]
+    paths = [evaluate_task(session, get_task(name), kinds, seed) for name in config.tasks for seed in config.evaluation_seeds()]
     return [path for path in paths if path is not None]  # rank 0's; none on the other ranks
 
 
@@ -275,13 +279,16 @@ def same_schedule(record: Record, task: Task, name: str, max_steps: int | None =
     return made.get("preset") == name and all(made.get(key) == value for key, value in wanted.items())
 
 
-def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str] | None = None) -> Path | None:
+def evaluate_task(
+    session: Session, task: Task, kinds: dict[tuple[str, str], str] | None = None, seed: int | None = None
+) -> Path | None:
     """Features, labels, training (one run per learning rate), selection on valid, test, record.
 
     ``kinds`` maps (task, split) to the features planned by :func:`split_plans`; without it the
-    task's splits are planned here.
+    task's splits are planned here. ``seed`` is the head's (None: ``config.seed``).
     """
     config = session.config
+    seed = config.seed if seed is None else seed
     preset = task_preset(task, config.preset, config.max_steps)
     if kinds is None:
         kinds = {(p.task, p.split): p.kind for p in split_plans(session, [task.name])}
@@ -295,7 +302,7 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
     data["train"].targets = [task.encode(ref) for ref in data["train"].references]
 
     lrs = preset.train.lr_grid if config.lr_sweep else (preset.train.lr,)
-    results = [train_head(task, preset, data["train"], data["valid"], lr, config.seed, session.device, session.runtime)
+    results = [train_head(task, preset, data["train"], data["valid"], lr, seed, session.device, session.runtime)
                for lr in lrs]  # fmt: skip
     best = results[0]
     for result in results[1:]:
@@ -321,7 +328,7 @@ def evaluate_task(session: Session, task: Task, kinds: dict[tuple[str, str], str
         "test_s": round(time.perf_counter() - test_start, 3),
     }
     logger.info("%s on %s: test %s (lr %g, step %d)", config.upstream, task.name, format_metrics(test_metrics), best.lr, best.best_step)
-    record = _task_record(session, task, preset, data, results, best, test_metrics, timing, per_utterance)
+    record = _task_record(session, task, preset, data, results, best, test_metrics, timing, per_utterance, seed)
     if session.runtime is not None and not session.runtime.is_main:
         return None  # under torchrun only rank 0 writes the record
     path = write_record(record, config.records_dir)
@@ -339,6 +346,7 @@ def _task_record(
     test_metrics: dict[str, float],
     timing: dict[str, Any],
     per_utterance: dict[str, Any],
+    seed: int,
 ) -> Record:
     config, features = session.config, data["train"].features
     ckpt = config.ckpt
@@ -378,7 +386,7 @@ def _task_record(
             "extract_dtype": session.spec.dtype,
             "labels": task.label_state(),
         },
-        seeds={"train": config.seed},
+        seeds={"train": seed},
         timing=timing,
         device=provenance.device_description(session.device),
         extra={

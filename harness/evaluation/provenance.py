@@ -1,105 +1,35 @@
-"""What a run record says about where and how it was made: the upstream's cost, a compact
-checkpoint's provenance, the environment (git commit, package versions, platform) and the device.
+"""What a run record says about where and how it was made: a compact checkpoint's provenance, the
+environment (git commit, package versions, platform) and the device.
 
 The record format itself (schema, version, writer, reader) lives in :mod:`core.records`; this
 module gathers the facts that need torch and the upstreams, and :func:`build_record` assembles them.
+The upstream's cost is measured in one place, :func:`upstreams.cost.measure_upstream_cost`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import logging
 import os
 import platform
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from core.audio import SAMPLE_RATE
 from core.paths import portable_tree, repo_root
 from core.records import Record, TaskInfo
 
 logger = logging.getLogger(__name__)
 
-COST_INPUT_SECONDS = 10.0  # MACs and latency are measured on this much 16 kHz audio (as upstreams.cost)
 _PACKAGES = ("torch", "torchaudio", "espnet-s3prl", "transformers", "numpy", "speech-prune-harness")
-
-
-def upstream_cost(upstream: torch.nn.Module, ckpt: str | None = None, latency: bool = True) -> dict[str, Any]:
-    """Parameters, MACs per second of audio and real-time factor of an upstream.
-
-    In order of preference: the ``cost.json`` stored in a compact checkpoint directory, then
-    ``upstreams.cost.measure_cost`` (our encoders), then a count here with
-    ``torch.utils.flop_counter`` on ``COST_INPUT_SECONDS`` of audio (MACs = FLOPs / 2; operations
-    it cannot see, such as the FFT of a filterbank front end, count as zero).
-
-    Args:
-        upstream: an ``s3prl.nn.S3PRLUpstream`` (or any module taking ``(wavs [B, T], lens [B])``).
-        ckpt: the checkpoint it was loaded from, to look for ``cost.json``.
-        latency: also time batch-1 forward passes (fastest of 5) for the real-time factor.
-    """
-    device = str(next((p.device for p in upstream.parameters()), "cpu"))
-    from upstreams.cost import read_stored_cost
-
-    stored = read_stored_cost(ckpt, device)  # the cost.json of a compact checkpoint, if any
-    if stored is not None:
-        return stored
-    try:
-        from upstreams.cost import measure_cost
-
-        report = measure_cost(upstream, seconds=COST_INPUT_SECONDS, latency=latency)
-        return {**dataclasses.asdict(report), "source": "upstreams.cost"}
-    except (ImportError, TypeError):
-        pass  # not one of our encoders: count it here
-    model = getattr(upstream, "upstream", upstream)
-    device = torch.device(device)
-    wav = torch.randn(1, int(SAMPLE_RATE * COST_INPUT_SECONDS), device=device)
-    wav_len = torch.tensor([wav.shape[1]], device=device)
-    was_training = upstream.training
-    upstream.eval()
-    macs: int | None = None
-    latency_s: float | None = None
-    try:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            upstream(wav, wav_len)
-        macs = counter.get_total_flops() // 2
-        if latency:
-            times = []
-            with torch.inference_mode():
-                for _ in range(6):
-                    start = time.perf_counter()
-                    upstream(wav, wav_len)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    times.append(time.perf_counter() - start)
-            latency_s = min(times[1:])
-    except Exception as err:  # a cost we cannot count is reported as unknown, never guessed
-        logger.warning("could not measure the upstream's MACs or latency (%s); recording them as unknown", err)
-    finally:
-        upstream.train(was_training)
-    return {
-        "params": int(sum(p.numel() for p in model.parameters())),
-        "macs": macs,
-        "input_seconds": COST_INPUT_SECONDS,
-        "macs_per_second": None if macs is None else macs / COST_INPUT_SECONDS,
-        "latency_s": latency_s,
-        "real_time_factor": None if latency_s is None else latency_s / COST_INPUT_SECONDS,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "source": "torch.flop_counter",
-    }
 
 
 def checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
     """``compression`` (method, teacher, sparsity, dir) and metadata of a compact checkpoint, if it is one."""
-    from upstreams.checkpoint import is_compact_checkpoint, read_compact_config
+    from upstreams.checkpoint import is_compact_checkpoint, read_compact_config, read_compression_notes
 
     if not ckpt or not is_compact_checkpoint(ckpt):
         return {}
@@ -117,6 +47,7 @@ def checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
             "sparsity": compression.get("sparsity"),
             "dir": str(Path(ckpt).resolve()),
             **{key: compression[key] for key in SIZE_FIELDS if key in compression},
+            **read_compression_notes(ckpt),  # what the compression found (convexity curves), beside the weights
         }
     return info
 

@@ -30,7 +30,8 @@ import torch
 from tqdm import tqdm
 
 from core.files import write_json
-from core.paths import CHECKPOINTS_FILE, CONVEXITY_FILE, portable_path
+from core.paths import CHECKPOINTS_FILE, portable_path
+from harness.compression.convexity.curves import attach_curves, read_curves_file, write_curves_file
 from harness.compression.convexity.graph import ConvexityConfig, graph_convexity_per_layer
 from harness.compression.convexity.layer_scores import block_influence, linear_probe_per_layer
 from harness.compression.convexity.options import (
@@ -265,13 +266,33 @@ def write_task_cut(
     if is_complete_checkpoint(out):
         made = read_compact_config(out)[1].get("compression", {})
         if made.get("labels") == [label] and made.get("kept_layers") == selection.num_layers:
+            attach_curves(out, {label: curve})
             return out
     model = load_upstream(teacher)
     if selection.num_layers >= model.config.num_layers:
         return None
     summary = {"method": "convexity", "teacher": portable_path(teacher), "labels": [label], "rule": rule, "cut_for": task,
                "teacher_layers": model.config.num_layers, "teacher_params": model.num_params(), "reason": selection.reason}  # fmt: skip
-    return _save_depth(model, selection.num_layers, out, summary)
+    _save_depth(model, selection.num_layers, out, summary)
+    attach_curves(out, {label: curve})
+    return out
+
+
+def write_task_cuts(teacher: str, out: str | os.PathLike, labels: dict[str, str], cuts_dir: str | os.PathLike) -> dict:
+    """After a finished convexity compression in ``out``: per task, the teacher cut where the curve
+    of its label type (``labels``: task -> label type) says, in ``cuts_dir/TASK``; returns task ->
+    compact checkpoint, or None where the curve keeps every layer (or the file has no such curve)."""
+    found = read_curves_file(out)
+    cuts = {}
+    for task, label in labels.items():
+        if label not in found.curves:
+            logger.warning("%s: no %s convexity curve in %s; no cut for %s", task, label, out, task)
+            cuts[task] = None
+            continue
+        cuts[task] = write_task_cut(teacher, Path(cuts_dir) / task, found.curves[label], label, found.rule, task)
+        if cuts[task] is None:
+            logger.info("%s: the %s curve keeps every layer; its cut is the teacher", task, label)
+    return cuts
 
 
 def depth_sparsities(teacher: str) -> list[float]:
@@ -351,13 +372,12 @@ def compress_convexity(
         ]
     else:
         folders = [_save_depth(model, selection.num_layers, out, summary)]
+    for folder in folders:
+        attach_curves(folder, curves)
     sparsity = 1 - model.truncate(selection.num_layers).num_params() / model.num_params()
-    write_json(
-        out / CONVEXITY_FILE,
-        {**curves, "kept_layers": selection.num_layers, "selection": selection.to_dict(), "linear_probe": probes,
-         "block_influence": influence, "counts": counts, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1),
-         "average": average, "by_average": scores.by_average},
-    )  # fmt: skip
+    write_curves_file(out, curves, selection.num_layers, selection=selection.to_dict(), linear_probe=probes,
+                      block_influence=influence, counts=counts, corpus=str(corpus),
+                      seconds=round(time.perf_counter() - started, 1), average=average, by_average=scores.by_average)  # fmt: skip
     plot_convexity(curves, out / "convexity.png", selection=selection, title=f"Graph convexity per layer: {teacher}",
                    other=_other_average(scores, average))  # fmt: skip
     if depths == "all":  # last: marks the sweep finished

@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
+from harness.compression.sparsity import check_sparsity
+
 #: Structures DPHuBERT can gate: the paper's recipe prunes "conv, head, interm".
 UNIT_KINDS = ("conv", "heads", "ffn_units")
 
@@ -45,8 +47,7 @@ class DPHuBERTConfig:
     threads: int | None = None  # torch intra-op threads (None: torch's default); not part of the result
 
     def validate(self) -> None:
-        if not 0.0 < self.sparsity < 1.0:
-            raise ValueError(f"--sparsity must lie in (0, 1), got {self.sparsity}")
+        check_sparsity(self.sparsity)
         if self.stage1_steps < 1 or self.stage2_steps < 0:
             raise ValueError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
         if self.batch_seconds < 0.05 or self.crop_seconds < 0.05:
