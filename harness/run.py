@@ -391,17 +391,20 @@ def _evaluate_candidate(
         head_seeds=seeds, max_steps=config.max_steps, cache_budget_gb=config.cache_budget_gb, command=config.command,
         ckpt_sha256=ckpt_sha256, features_from=candidate.features_from,
     )  # fmt: skip
+    def step(task: str, seed: int) -> str:
+        return f"evaluation {candidate.label} / {task}{_seed_text(config, seed)}"
+
     try:
         session = setup(evaluation)
         kinds = {(p.task, p.split): p.kind for p in split_plans(session)}  # before any work, as evaluate() plans
     except Exception as err:  # noqa: BLE001 - every pair of this candidate fails with it
-        return [_failed(f"evaluation {candidate.label} / {task}{_seed_text(config, seed)}", err) for task, seed in pending]
+        return [_failed(step(task, seed), err) for task, seed in pending]
     failures = []
     for task, seed in pending:
         try:
             evaluate_task(session, get_task(task), kinds, seed)
         except Exception as err:  # noqa: BLE001
-            failures.append(_failed(f"evaluation {candidate.label} / {task}{_seed_text(config, seed)}", err))
+            failures.append(_failed(step(task, seed), err))
     return failures
 
 

@@ -84,12 +84,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> torch
         raise AudioError(f"{path}: unreadable audio ({err}); re-encode it as 16 kHz mono WAV or FLAC") from err
     if data.shape[0] == 0:
         raise AudioError(f"{path}: no audio samples; regenerate or remove it from the manifest")
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: contains NaN or infinite samples; the file is corrupt")
-    if data.shape[1] > 1:
-        _note_once("downmix", f"{path}: {data.shape[1]} channels averaged to mono (logged once)")
-        data = data.mean(axis=1, keepdims=True)
-    wav = torch.from_numpy(np.ascontiguousarray(data[:, 0]))
+    wav = _mono(path, data)
     if file_rate != sample_rate:
         _note_once(f"rate{file_rate}", f"{path}: resampled {file_rate} Hz -> {sample_rate} Hz (logged once per rate)")
         wav = AF.resample(wav, file_rate, sample_rate)
@@ -160,6 +155,12 @@ def load_audio_window(
     if data.shape[0] != num_samples:  # the header promised more frames than the file holds
         raise AudioError(f"{path}: truncated: {data.shape[0]} of {num_samples} samples read from {start}; "
                          "regenerate or remove it from the manifest")  # fmt: skip
+    return _mono(path, data)
+
+
+def _mono(path: Path, data: np.ndarray) -> torch.Tensor:
+    """``[frames, channels]`` float32 samples read from ``path`` -> ``[frames]`` mono, channels
+    averaged; NaN or infinite samples raise :class:`AudioError`."""
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: contains NaN or infinite samples; the file is corrupt")
     if data.shape[1] > 1:

@@ -57,14 +57,12 @@ def read_curves_file(out: str | os.PathLike) -> CurvesFile:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: cannot read the convexity curves ({err}); run the compression again") from err
-    curves = {name: value for name, value in data.items() if isinstance(value, list) and name not in _NOT_CURVES}
+    curves = {name: value for name, value in data.items() if isinstance(value, list)}  # the details are not lists
     if not curves:
         raise ValueError(f"{path}: no convexity curves (label type -> score per hidden state); run the compression again")
     kept = data.get("kept_layers")
     return CurvesFile(curves, kept if isinstance(kept, int) else None, data.get("selection", {}).get("rule", "peak"), data)
 
-
-_NOT_CURVES = ("linear_probe", "block_influence", "counts", "by_average", "selection")
 
 
 def attach_curves(checkpoint: str | os.PathLike, curves: dict[str, list[float]]) -> None:
